@@ -1,0 +1,17 @@
+//! The Teredo protocol (RFC 4380, with the RFC 5991 security updates and the RFC 6081
+//! extensions), sans-IO.
+//!
+//! This crate owns no socket, no thread and no clock: it parses and builds the wire
+//! formats and decides what to do with packets. Time is always a parameter and
+//! randomness is always passed in, so every rule can be tested deterministically.
+//!
+//! Modules, one per concept:
+//! - [`address`]: Teredo addresses (RFC 4380 §4, RFC 5991 §3.1) and the IPv4
+//!   global-unicast test;
+//! - [`checksum`]: the Internet checksum (RFC 1071) and the IPv6 pseudo-header;
+//! - [`wire`]: zero-copy views and builders for every packet Teredo exchanges;
+//! - [`nonce`]: keyed tokens (RS nonces, echo-test tokens, bubble tokens).
+
+#![warn(missing_docs)]
+
+pub mod address;
