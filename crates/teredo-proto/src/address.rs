@@ -26,12 +26,10 @@ pub const TEREDO_PORT: u16 = 3544;
 
 /// The link-local address a client without the cone bit uses as the source of its router
 /// solicitations (Windows Vista and later, Miredo): `fe80::ffff:ffff:ffff`.
-pub const LINK_LOCAL_RESTRICTED: Ipv6Addr =
-    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xffff, 0xffff, 0xffff);
+pub const LINK_LOCAL_RESTRICTED: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xffff, 0xffff, 0xffff);
 
 /// The link-local address with the cone bit: `fe80::8000:5445:5245:444f` ("TEREDO").
-pub const LINK_LOCAL_CONE: Ipv6Addr =
-    Ipv6Addr::new(0xfe80, 0, 0, 0, 0x8000, 0x5445, 0x5245, 0x444f);
+pub const LINK_LOCAL_CONE: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x8000, 0x5445, 0x5245, 0x444f);
 
 /// Which of the two known Teredo prefixes an address carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,11 +127,7 @@ impl Flags {
     }
     /// The same flags with the cone bit set or cleared.
     pub fn with_cone(self, cone: bool) -> Self {
-        if cone {
-            Self(self.0 | Self::CONE)
-        } else {
-            Self(self.0 & !Self::CONE)
-        }
+        if cone { Self(self.0 | Self::CONE) } else { Self(self.0 & !Self::CONE) }
     }
 }
 
@@ -270,9 +264,7 @@ pub fn is_global_unicast(addr: Ipv4Addr) -> bool {
         (0xe000_0000, 4),  // 224/4
         (0xf000_0000, 4),  // 240/4, which contains 255.255.255.255
     ];
-    !REJECTED
-        .iter()
-        .any(|&(net, len)| a >> (32 - len) == net >> (32 - len))
+    !REJECTED.iter().any(|&(net, len)| a >> (32 - len) == net >> (32 - len))
 }
 
 #[cfg(test)]
@@ -306,10 +298,7 @@ mod tests {
     #[test]
     fn legacy_prefix_and_others() {
         let a: Ipv6Addr = "3ffe:831f:4136:e378:8000:63bf:3fff:fdd2".parse().unwrap();
-        assert_eq!(
-            TeredoAddress::from_ipv6(&a).unwrap().known_prefix(),
-            Some(Prefix::Legacy)
-        );
+        assert_eq!(TeredoAddress::from_ipv6(&a).unwrap().known_prefix(), Some(Prefix::Legacy));
         let n: Ipv6Addr = "2001:db8::1".parse().unwrap();
         assert!(TeredoAddress::from_ipv6(&n).is_none());
         assert!(TeredoAddress::from_ipv6_with_prefix(&n, 0x2001_0db8).is_some());
@@ -338,9 +327,7 @@ mod tests {
             server_link_local(Ipv4Addr::new(192, 0, 2, 1)),
             "fe80::8000:f227:3fff:fdfe".parse::<Ipv6Addr>().unwrap()
         );
-        assert!(is_cone_link_local(
-            &"fe80::8000:ffff:ffff:fffd".parse().unwrap()
-        ));
+        assert!(is_cone_link_local(&"fe80::8000:ffff:ffff:fffd".parse().unwrap()));
         assert!(!is_cone_link_local(&LINK_LOCAL_RESTRICTED));
         assert!(is_cone_link_local(&LINK_LOCAL_CONE));
     }

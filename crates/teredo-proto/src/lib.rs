@@ -15,3 +15,8 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod checksum;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod nonce;
+pub mod wire;

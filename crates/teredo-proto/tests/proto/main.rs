@@ -1,0 +1,9 @@
+//! The integration tests of the protocol core, as one test binary: known answers from
+//! real captures and from the RFCs, decoding agreement with tshark, property tests of
+//! every builder/parser pair, and the replay of the fuzz corpora.
+
+mod corpus;
+mod known_answers;
+mod pcap;
+mod properties;
+mod tshark;

@@ -1,0 +1,56 @@
+//! The `teredo` command line (clap derive): the subcommands and their dispatch.
+//!
+//! Exit status, as Miredo's (miredo-facts §1.2): 0 on success, 1 when the subcommand
+//! fails, 2 for bad command-line syntax (clap exits with 2 itself).
+
+mod address;
+mod check_config;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+pub use address::AddressArgs;
+pub use check_config::CheckConfigArgs;
+
+/// Exit status of a successful subcommand.
+pub const EXIT_OK: u8 = 0;
+/// Exit status of a failed subcommand.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Teredo (RFC 4380) client, relay and server, reading Miredo's configuration files.
+#[derive(Debug, Parser)]
+#[command(name = "teredo", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a Miredo configuration file, without using the network.
+    ///
+    /// Checks miredo.conf (a client or relay), or miredo-server.conf with --server. Every
+    /// problem, warning or error, is printed to standard error as FILE:LINE: message and
+    /// makes the check fail (exit status 1), as with miredo-checkconf. A clean file prints
+    /// FILE: OK.
+    CheckConfig(CheckConfigArgs),
+    /// Decode a Teredo IPv6 address.
+    ///
+    /// Prints the prefix, the server IPv4 address, the flags (RFC 5991 §3.1: C, z,
+    /// Random1, U, G, Random2), and the client's mapped port and IPv4 address, de-obfuscated
+    /// (RFC 4380 §4).
+    Address(AddressArgs),
+}
+
+/// Runs the subcommand, writing results to `out` and problems to `err`, and returns the
+/// exit status. A failure to write (a closed pipe, say) is a failure too.
+pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let result = match &cli.command {
+        Command::CheckConfig(args) => check_config::run(args, out, err),
+        Command::Address(args) => address::run(args, out, err),
+    };
+    result.unwrap_or(EXIT_FAILURE)
+}

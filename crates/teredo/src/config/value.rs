@@ -1,0 +1,150 @@
+//! Parsers for the scalar directive values: 16-bit integers (`BindPort`, `InterfaceMTU`,
+//! parsed like C's `strtoul` with base 0, miredo-facts §1.4) and interface names; and
+//! [`ValueError`], why a value was refused.
+
+/// Why a directive's value was refused. Its text completes "invalid DIRECTIVE "VALUE": ".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not an integer in one of the three C notations.
+    #[error("not a decimal, 0x hexadecimal or 0-prefixed octal integer")]
+    NotAnInteger,
+    /// An integer above 65535 (miredo-facts §1.4).
+    #[error("above 65535")]
+    TooLarge,
+    /// An MTU below the IPv6 minimum (RFC 8200 §5; miredo-facts §1.5, §1.6).
+    #[error("below the IPv6 minimum MTU of 1280 (RFC 8200 §5)")]
+    MtuTooSmall,
+    /// Neither a dotted IPv4 address nor a host name.
+    #[error("neither a dotted IPv4 address nor a valid host name (RFC 1123 §2.1)")]
+    NotAHost,
+    /// An IPv4 address that cannot be a Teredo server's (RFC 4380 §5.2.4).
+    #[error("not a global unicast IPv4 address (RFC 4380 §5.2.4)")]
+    NotGlobalUnicast,
+    /// Not an IPv6 address literal.
+    #[error("not an IPv6 address")]
+    NotIpv6,
+    /// A prefix in ff00::/8, which Miredo refuses (miredo-facts §1.4).
+    #[error("in the multicast range ff00::/8")]
+    MulticastPrefix,
+    /// Not one of the `RelayType` values (miredo-facts §1.5).
+    #[error("expected client, autoclient, relay, cone or restricted")]
+    RelayType,
+    /// Not one of the syslog facility names (miredo-facts §1.5).
+    #[error(
+        "expected auth, authpriv, cron, daemon, ftp, kern, local0 to local7, lpr, mail, \
+         news, syslog, user or uucp"
+    )]
+    SyslogFacility,
+    /// Not a name the kernel accepts for a network interface.
+    #[error(
+        "an interface name has 1 to 15 printable ASCII characters, is not \".\" nor \"..\" \
+         and has no '/' or ':'"
+    )]
+    InterfaceName,
+}
+
+/// Parses a 16-bit unsigned integer as `strtoul(s, &end, 0)` followed by a check that the
+/// whole token was used and that the value is at most 65535: `0x` or `0X` introduces
+/// hexadecimal, a leading `0` octal, anything else is decimal. Signs are refused.
+pub(crate) fn parse_u16(s: &str) -> Result<u16, ValueError> {
+    let (digits, radix) = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (hex, 16)
+    } else if let Some(octal) = s.strip_prefix('0').filter(|rest| !rest.is_empty()) {
+        (octal, 8)
+    } else {
+        (s, 10)
+    };
+    if digits.is_empty() {
+        return Err(ValueError::NotAnInteger);
+    }
+    let mut value: u32 = 0;
+    let mut too_large = false;
+    for c in digits.chars() {
+        let digit = c.to_digit(radix).ok_or(ValueError::NotAnInteger)?;
+        if !too_large {
+            value = value * radix + digit;
+            too_large = value > u32::from(u16::MAX);
+        }
+    }
+    if too_large {
+        return Err(ValueError::TooLarge);
+    }
+    u16::try_from(value).map_err(|_| ValueError::TooLarge)
+}
+
+/// The IPv6 minimum link MTU (RFC 8200 §5), also the default `InterfaceMTU`.
+pub const MIN_MTU: u16 = 1280;
+
+/// Parses `InterfaceMTU`: an integer as [`parse_u16`], at least [`MIN_MTU`].
+pub(crate) fn parse_mtu(s: &str) -> Result<u16, ValueError> {
+    let mtu = parse_u16(s)?;
+    if mtu < MIN_MTU {
+        return Err(ValueError::MtuTooSmall);
+    }
+    Ok(mtu)
+}
+
+/// The longest interface name, in bytes (IFNAMSIZ 16 with the terminating NUL, on Linux
+/// and the BSDs).
+pub const MAX_INTERFACE_NAME: usize = 15;
+
+/// Checks `InterfaceName` as the Linux kernel does (`dev_valid_name`): 1 to 15 bytes, not
+/// `.` nor `..`, no `/` or `:` (white space cannot occur in a token); and, stricter than
+/// the kernel, printable ASCII only, so that a name in another encoding is not silently
+/// changed. Miredo only finds a bad name when it creates the interface; checking it here
+/// lets `check-config` find it.
+pub(crate) fn parse_interface_name(s: &str) -> Result<String, ValueError> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_INTERFACE_NAME
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok { Ok(s.to_owned()) } else { Err(ValueError::InterfaceName) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_in_three_bases() {
+        assert_eq!(parse_u16("0"), Ok(0));
+        assert_eq!(parse_u16("3545"), Ok(3545));
+        assert_eq!(parse_u16("0xdd9"), Ok(3545));
+        assert_eq!(parse_u16("0XDD9"), Ok(3545));
+        assert_eq!(parse_u16("06731"), Ok(3545));
+        assert_eq!(parse_u16("00"), Ok(0));
+        assert_eq!(parse_u16("65535"), Ok(65535));
+        assert_eq!(parse_u16("0xffff"), Ok(65535));
+        assert_eq!(parse_u16("0177777"), Ok(65535));
+    }
+
+    #[test]
+    fn bad_integers() {
+        for bad in ["", "0x", "08", "12a", "-1", "+1", " 1", "1.0", "0x1g", "١"] {
+            assert_eq!(parse_u16(bad), Err(ValueError::NotAnInteger), "{bad:?}");
+        }
+        for big in ["65536", "0x10000", "0200000", &"9".repeat(1000)] {
+            assert_eq!(parse_u16(big), Err(ValueError::TooLarge), "{big:?}");
+        }
+        // A bad digit after an overflow is still "not an integer".
+        assert_eq!(parse_u16("99999x"), Err(ValueError::NotAnInteger));
+    }
+
+    #[test]
+    fn mtu() {
+        assert_eq!(parse_mtu("1280"), Ok(1280));
+        assert_eq!(parse_mtu("0x500"), Ok(1280));
+        assert_eq!(parse_mtu("1279"), Err(ValueError::MtuTooSmall));
+        assert_eq!(parse_mtu("65536"), Err(ValueError::TooLarge));
+    }
+
+    #[test]
+    fn interface_names() {
+        assert_eq!(parse_interface_name("teredo").as_deref(), Ok("teredo"));
+        assert!(parse_interface_name("a23456789012345").is_ok());
+        for bad in ["", ".", "..", "a/b", "eth0:1", "a234567890123456", "tér", "a\u{7f}"] {
+            assert_eq!(parse_interface_name(bad), Err(ValueError::InterfaceName));
+        }
+    }
+}
