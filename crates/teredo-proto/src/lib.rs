@@ -10,7 +10,9 @@
 //!   global-unicast test;
 //! - [`checksum`]: the Internet checksum (RFC 1071) and the IPv6 pseudo-header;
 //! - [`wire`]: zero-copy views and builders for every packet Teredo exchanges;
-//! - [`nonce`]: keyed tokens (RS nonces, echo-test tokens, bubble tokens).
+//! - [`nonce`]: keyed tokens (RS nonces, echo-test tokens, bubble tokens);
+//! - [`time`]: the instants the caller passes in;
+//! - [`server`]: the Teredo server (RFC 4380 §5.3, RFC 5991 §3.2).
 
 #![warn(missing_docs)]
 
@@ -19,4 +21,6 @@ pub mod checksum;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod nonce;
+pub mod server;
+pub mod time;
 pub mod wire;

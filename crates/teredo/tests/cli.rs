@@ -569,7 +569,10 @@ fn bad_command_line_syntax_exits_2() {
         &["check-config", "a.conf", "b.conf"][..],
         &["check-config", "--bogus"][..],
         &["run"][..],
-        &["server"][..],
+        &["server", "192.0.2.1", "192.0.2.2"][..],
+        &["server", "--bogus"][..],
+        &["server", "-c", "a.conf", "-c", "b.conf"][..],
+        &["server", "-f", "-f"][..],
     ] {
         let o = teredo(&dir, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

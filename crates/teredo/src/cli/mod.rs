@@ -43,6 +43,12 @@ pub enum Command {
     /// Random1, U, G, Random2), and the client's mapped port and IPv4 address, de-obfuscated
     /// (RFC 4380 §4).
     Address(AddressArgs),
+    /// Run a Teredo server (RFC 4380 §5.3), like miredo-server.
+    ///
+    /// Reads miredo-server.conf (ServerBindAddress, ServerBindAddress2, Prefix,
+    /// InterfaceMTU, SyslogFacility), binds UDP port 3544 on both addresses, then drops root
+    /// for the unprivileged user. Detaches unless -f is given.
+    Server(crate::daemon::server::ServerArgs),
 }
 
 /// Runs the subcommand, writing results to `out` and problems to `err`, and returns the
@@ -51,6 +57,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = match &cli.command {
         Command::CheckConfig(args) => check_config::run(args, out, err),
         Command::Address(args) => address::run(args, out, err),
+        Command::Server(args) => Ok(crate::daemon::server::run(args)),
     };
     result.unwrap_or(EXIT_FAILURE)
 }

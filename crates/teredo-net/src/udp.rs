@@ -1,0 +1,96 @@
+//! Socket set-up: UDP sockets for Teredo (RFC 4380 §3: UDP port 3544 for servers), shared
+//! by several workers with SO_REUSEPORT, and the raw IPv6 socket through which a server
+//! sends clients' echo tests to native IPv6 hosts (RFC 4380 §5.3.1).
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Receive and send buffer size asked of the kernel for busy sockets.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Binds a UDP socket to `addr`. With `reuse_port`, several sockets (one per worker) can
+/// bind the same address and the kernel spreads datagrams among them by flow.
+/// Path-MTU discovery is off (no DF bit), as Teredo needs (RFC 4380 §5.1.2).
+pub fn bind_udp(addr: SocketAddrV4, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    // Best effort: a smaller buffer only costs drops under load.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    #[cfg(target_os = "linux")]
+    set_pmtudisc_dont(&s)?;
+    s.bind(&SockAddr::from(addr))?;
+    Ok(s)
+}
+
+#[cfg(target_os = "linux")]
+fn set_pmtudisc_dont(s: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
+    // SAFETY: a valid socket and a c_int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const v).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The local address a socket is bound to.
+pub fn local_v4(s: &Socket) -> io::Result<SocketAddrV4> {
+    match s.local_addr()?.as_socket() {
+        Some(SocketAddr::V4(a)) => Ok(a),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not an IPv4 socket")),
+    }
+}
+
+/// A raw IPv6 socket that sends whole IPv6 packets (header included) to the native
+/// network. Opening it needs CAP_NET_RAW; using it afterwards does not.
+pub struct RawIpv6 {
+    sock: Socket,
+}
+
+impl RawIpv6 {
+    /// Opens the socket (IPPROTO_RAW: the kernel takes our IPv6 header as it is). It only
+    /// sends; the kernel delivers nothing to an IPPROTO_RAW socket.
+    pub fn open() -> io::Result<Self> {
+        let sock = Socket::new(Domain::IPV6, Type::RAW.cloexec(), Some(Protocol::from(libc::IPPROTO_RAW)))?;
+        sock.set_nonblocking(true)?;
+        Ok(Self { sock })
+    }
+
+    /// Sends one IPv6 packet to `dst` (which must be the packet's own destination).
+    pub fn send(&self, packet: &[u8], dst: Ipv6Addr) -> io::Result<usize> {
+        self.sock.send_to(packet, &SockAddr::from(SocketAddrV6::new(dst, 0, 0, 0)))
+    }
+}
+
+impl AsFd for RawIpv6 {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn reuse_port_lets_two_sockets_share() {
+        let a = bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), true).unwrap();
+        let addr = local_v4(&a).unwrap();
+        let b = bind_udp(addr, true).unwrap();
+        assert_eq!(local_v4(&b).unwrap(), addr);
+        assert!(bind_udp(addr, false).is_err());
+    }
+}

@@ -1,0 +1,630 @@
+//! The Teredo server (RFC 4380 §5.3, with RFC 5991 §3.2): stateless, it answers router
+//! solicitations with router advertisements that tell each client its mapped address and
+//! port, and relays bubbles and small ICMPv6 messages to Teredo clients (with an origin
+//! indication for its own clients) and clients' echo tests to the native IPv6 Internet.
+//!
+//! [`Server::handle_datagram`] takes one received datagram and returns one [`Action`]:
+//! send a datagram built in the caller's buffer from one of the two server addresses,
+//! send the inner IPv6 packet natively, or drop it for a counted [`DropReason`]. The
+//! server keeps no per-client state, so its memory does not grow with the number of
+//! clients.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+
+use crate::address::{self, TeredoAddress};
+use crate::wire::icmpv6::{Icmpv6, Icmpv6Repr, Message, PrefixInformation};
+use crate::wire::ipv6::NEXT_HEADER_ICMPV6;
+use crate::wire::{Authentication, Malformed, OriginIndication, PacketKind, TeredoPacket, encap};
+
+/// The largest ICMPv6 payload the server relays between clients (Miredo's limit, which
+/// keeps the server from becoming an open relay; Microsoft's servers do the same). Bubbles
+/// are always relayed.
+pub const MAX_RELAYED_PAYLOAD: u16 = 88;
+
+/// The all-routers multicast address a client sends its RS to.
+pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+
+/// Retransmission timer advertised in RAs, in milliseconds (Miredo and Windows servers).
+pub const RA_RETRANS_TIMER_MS: u32 = 2000;
+
+/// What the server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The primary IPv4 address, embedded in every client's Teredo address.
+    pub primary: Ipv4Addr,
+    /// The secondary IPv4 address, from which RSs with the cone bit are answered.
+    pub secondary: Ipv4Addr,
+    /// The 32-bit service prefix (normally 2001::/32).
+    pub prefix: u32,
+    /// The MTU advertised in RAs (at least 1280).
+    pub mtu: u16,
+}
+
+/// One of the server's two addresses (and its UDP 3544 socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Local {
+    /// The primary address.
+    Primary,
+    /// The secondary address.
+    Secondary,
+}
+
+impl Local {
+    /// The other one.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Primary => Self::Secondary,
+            Self::Secondary => Self::Primary,
+        }
+    }
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not a well-formed Teredo packet (RFC 4380 §5.3.1 rule 1).
+    Malformed(Malformed),
+    /// Neither a bubble nor ICMPv6 (rule 2).
+    NotBubbleOrIcmpv6,
+    /// The IPv4 source is not global unicast (rule 3).
+    SourceNotGlobal,
+    /// Fails the source checks of rules 4 to 7.
+    SourceCheck,
+    /// The datagram comes from one of the server's own addresses (loop guard).
+    FromSelf,
+    /// A message to the server that is not an RS, or an RS with a bad checksum, code or
+    /// hop limit.
+    NotRouterSolicitation,
+    /// The destination is not a global unicast IPv6 address.
+    DestinationNotGlobal,
+    /// The destination's embedded IPv4 is not global unicast, or is the server itself.
+    DestinationNotGlobalIpv4,
+    /// A non-bubble above [`MAX_RELAYED_PAYLOAD`], or an ICMPv6 type the server does not
+    /// relay.
+    NotRelayable,
+    /// An ICMPv6 message with a bad checksum.
+    BadChecksum,
+    /// The output buffer was too small (a caller bug; never on a 1500-byte buffer).
+    BufferTooSmall,
+}
+
+/// What to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `out[..len]` over UDP from `from` (port 3544) to `to`.
+    SendUdp {
+        /// Which of the two sockets to send from.
+        from: Local,
+        /// The destination.
+        to: SocketAddrV4,
+        /// Bytes written at the start of the output buffer.
+        len: usize,
+        /// True for a router advertisement, false for a relayed packet.
+        advertisement: bool,
+    },
+    /// Send the inner IPv6 packet, `datagram[start..start + len]`, to `dst` on the native
+    /// IPv6 network (a client's direct connectivity test, RFC 4380 §5.2.9).
+    SendIpv6 {
+        /// Offset of the IPv6 packet in the datagram.
+        start: usize,
+        /// Its length.
+        len: usize,
+        /// Its destination.
+        dst: Ipv6Addr,
+    },
+    /// Drop the datagram.
+    Drop(DropReason),
+}
+
+/// The stateless Teredo server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    config: ServerConfig,
+    link_local: Ipv6Addr,
+    pio: PrefixInformation,
+}
+
+impl Server {
+    /// A server with this configuration.
+    pub fn new(config: ServerConfig) -> Self {
+        let p = config.prefix.to_be_bytes();
+        let s = config.primary.octets();
+        let prefix = Ipv6Addr::from([p[0], p[1], p[2], p[3], s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0]);
+        Self {
+            config,
+            link_local: address::server_link_local(config.primary),
+            pio: PrefixInformation {
+                prefix_len: 64,
+                flags: PrefixInformation::FLAG_AUTONOMOUS,
+                valid_lifetime: u32::MAX,
+                preferred_lifetime: u32::MAX,
+                prefix,
+            },
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The link-local address the server's RAs come from (RFC 4380 §5.3.2).
+    pub fn link_local(&self) -> Ipv6Addr {
+        self.link_local
+    }
+
+    fn is_own(&self, a: Ipv4Addr) -> bool {
+        a == self.config.primary || a == self.config.secondary
+    }
+
+    /// Handles one datagram received on `local` from `from`. `out` receives what must be
+    /// sent over UDP (1500 bytes is always enough). RFC 4380 §5.3.1 and §5.3.2.
+    pub fn handle_datagram(
+        &self,
+        local: Local,
+        from: SocketAddrV4,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Action {
+        match self.process(local, from, datagram, out) {
+            Ok(a) => a,
+            Err(r) => Action::Drop(r),
+        }
+    }
+
+    fn process(
+        &self,
+        local: Local,
+        from: SocketAddrV4,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Result<Action, DropReason> {
+        // Rule 1: a well-formed Teredo packet, trailers included (RFC 6081 §5.1.2).
+        let pkt = TeredoPacket::parse(datagram).map_err(DropReason::Malformed)?;
+        pkt.trailers.check().map_err(DropReason::Malformed)?;
+        // Rule 2: a bubble or an ICMPv6 message.
+        let kind = pkt.kind();
+        if kind != PacketKind::Bubble && pkt.ipv6.header().next_header != NEXT_HEADER_ICMPV6 {
+            return Err(DropReason::NotBubbleOrIcmpv6);
+        }
+        // Loop guard (MTFL-SA 0603): never process what one of our sockets sent.
+        if self.is_own(*from.ip()) {
+            return Err(DropReason::FromSelf);
+        }
+        // Rule 3: a global unicast IPv4 source.
+        if !address::is_global_unicast(*from.ip()) {
+            return Err(DropReason::SourceNotGlobal);
+        }
+        let src = pkt.ipv6.src();
+        let dst = pkt.ipv6.dst();
+        let src_teredo = TeredoAddress::from_ipv6_with_prefix(&src, self.config.prefix);
+        let dst_teredo = TeredoAddress::from_ipv6_with_prefix(&dst, self.config.prefix);
+        // Rules 4 to 7.
+        let accepted = if is_link_local(&src) && dst == ALL_ROUTERS && kind == PacketKind::RouterSolicitation
+        {
+            true // rule 4
+        } else if let Some(s) = src_teredo {
+            s.mapped_addr == *from.ip() && s.mapped_port == from.port() // rule 5
+        } else {
+            dst_teredo.is_some_and(|d| d.server == self.config.primary) // rule 6
+        };
+        if !accepted {
+            return Err(DropReason::SourceCheck);
+        }
+
+        // Then the destination.
+        if dst == ALL_ROUTERS || dst == self.link_local {
+            return self.advertise(local, from, &pkt, out);
+        }
+        if !is_global_unicast_v6(&dst) {
+            return Err(DropReason::DestinationNotGlobal);
+        }
+        if kind != PacketKind::Bubble {
+            if pkt.ipv6.header().payload_len() > MAX_RELAYED_PAYLOAD {
+                return Err(DropReason::NotRelayable);
+            }
+            if !Icmpv6::checksum_ok(&pkt.ipv6) {
+                return Err(DropReason::BadChecksum);
+            }
+        }
+        let Some(d) = dst_teredo else {
+            // A native destination: only the direct IPv6 connectivity test goes there.
+            if !matches!(kind, PacketKind::EchoRequest | PacketKind::EchoReply) {
+                return Err(DropReason::NotRelayable);
+            }
+            let start = datagram.len() - pkt.ipv6.bytes().len() - pkt.trailers.as_bytes().len();
+            return Ok(Action::SendIpv6 { start, len: pkt.ipv6.bytes().len(), dst });
+        };
+        // Between Teredo clients: bubbles and ICMPv6 other than neighbour discovery.
+        if matches!(kind, PacketKind::RouterSolicitation | PacketKind::RouterAdvertisement)
+            || pkt.ipv6.payload().first().is_some_and(|t| (133..=137).contains(t))
+        {
+            return Err(DropReason::NotRelayable);
+        }
+        if !address::is_global_unicast(d.mapped_addr) || self.is_own(d.mapped_addr) {
+            return Err(DropReason::DestinationNotGlobalIpv4);
+        }
+        // Origin indication only for our own clients (RFC 4380 §5.3.1, last paragraph).
+        let origin = OriginIndication { addr: *from.ip(), port: from.port() };
+        let origin = (d.server == self.config.primary).then_some(&origin);
+        let n = encap::emit_headers(out, None, origin).map_err(|_| DropReason::BufferTooSmall)?;
+        // The IPv6 packet and its RFC 6081 trailers, unchanged.
+        let inner = &datagram[datagram.len() - pkt.ipv6.bytes().len() - pkt.trailers.as_bytes().len()..];
+        out.get_mut(n..n + inner.len()).ok_or(DropReason::BufferTooSmall)?.copy_from_slice(inner);
+        Ok(Action::SendUdp {
+            from: Local::Primary,
+            to: SocketAddrV4::new(d.mapped_addr, d.mapped_port),
+            len: n + inner.len(),
+            advertisement: false,
+        })
+    }
+
+    /// RFC 4380 §5.3.2: answer a router solicitation.
+    fn advertise(
+        &self,
+        local: Local,
+        from: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        out: &mut [u8],
+    ) -> Result<Action, DropReason> {
+        if pkt.kind() != PacketKind::RouterSolicitation || !Icmpv6::checksum_ok(&pkt.ipv6) {
+            return Err(DropReason::NotRouterSolicitation);
+        }
+        // RFC 4861 §6.1.1: hop limit 255, code 0, valid options.
+        let h = pkt.ipv6.header();
+        let code = pkt.ipv6.payload().get(1).copied();
+        if h.hop_limit != 255 || code != Some(0) {
+            return Err(DropReason::NotRouterSolicitation);
+        }
+        let Ok(Message::RouterSolicitation(_)) = Message::parse(&pkt.ipv6) else {
+            return Err(DropReason::NotRouterSolicitation);
+        };
+        let client_ll = pkt.ipv6.src();
+        if !is_link_local(&client_ll) {
+            return Err(DropReason::NotRouterSolicitation);
+        }
+        // The nonce is echoed only when the RS had an authentication header (Miredo sends
+        // stale bytes otherwise). No secure qualification: an empty identity.
+        let auth = pkt.auth.map(|a| Authentication::with_nonce(a.nonce));
+        let origin = OriginIndication { addr: *from.ip(), port: from.port() };
+        let n =
+            encap::emit_headers(out, auth.as_ref(), Some(&origin)).map_err(|_| DropReason::BufferTooSmall)?;
+        let ra = Icmpv6Repr::RouterAdvertisement {
+            cur_hop_limit: 0,
+            flags: 0,
+            router_lifetime: 0,
+            reachable_time: 0,
+            retrans_timer: RA_RETRANS_TIMER_MS,
+            prefix: Some(self.pio),
+            mtu: Some(u32::from(self.config.mtu)),
+        };
+        let m = ra
+            .emit_packet(out.get_mut(n..).ok_or(DropReason::BufferTooSmall)?, self.link_local, client_ll, 255)
+            .map_err(|_| DropReason::BufferTooSmall)?;
+        // RFC 5991 §3.2: servers must still honour the cone bit, answering from the other
+        // address.
+        let from_local = if address::is_cone_link_local(&client_ll) { local.other() } else { local };
+        Ok(Action::SendUdp { from: from_local, to: from, len: n + m, advertisement: true })
+    }
+}
+
+fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Global scope for forwarding: not unspecified, loopback, link-local, unique-local,
+/// multicast or IPv4-mapped.
+fn is_global_unicast_v6(a: &Ipv6Addr) -> bool {
+    let s0 = a.segments()[0];
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || s0 & 0xffc0 == 0xfe80
+        || s0 & 0xffc0 == 0xfec0
+        || s0 & 0xfe00 == 0xfc00
+        || a.to_ipv4_mapped().is_some())
+}
+
+/// Counts of what the server did, indexed like [`Action`] and [`DropReason`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Datagrams handled.
+    pub received: u64,
+    /// Router advertisements sent.
+    pub advertisements: u64,
+    /// Packets relayed to Teredo clients over UDP.
+    pub relayed_udp: u64,
+    /// Packets sent to the native IPv6 network.
+    pub relayed_ipv6: u64,
+    /// Malformed datagrams dropped.
+    pub malformed: u64,
+    /// Other drops (source checks, loop guard, not relayable...).
+    pub dropped: u64,
+}
+
+impl ServerStats {
+    /// Counts one action.
+    pub fn count(&mut self, action: &Action) {
+        self.received += 1;
+        match action {
+            Action::SendUdp { advertisement: true, .. } => self.advertisements += 1,
+            Action::SendUdp { advertisement: false, .. } => self.relayed_udp += 1,
+            Action::SendIpv6 { .. } => self.relayed_ipv6 += 1,
+            Action::Drop(DropReason::Malformed(_)) => self.malformed += 1,
+            Action::Drop(_) => self.dropped += 1,
+        }
+    }
+
+    /// Adds another worker's counts.
+    pub fn add(&mut self, o: &Self) {
+        self.received += o.received;
+        self.advertisements += o.advertisements;
+        self.relayed_udp += o.relayed_udp;
+        self.relayed_ipv6 += o.relayed_ipv6;
+        self.malformed += o.malformed;
+        self.dropped += o.dropped;
+    }
+}
+
+/// Writes a router solicitation as a Teredo client sends it: authentication header with
+/// `nonce` (if any), source `link_local`, to ff02::2 (RFC 4380 §5.2.1). Used by load
+/// generators and tests; the client has its own.
+pub fn emit_router_solicitation(
+    buf: &mut [u8],
+    link_local: Ipv6Addr,
+    nonce: Option<[u8; 8]>,
+) -> Result<usize, crate::wire::BufferTooSmall> {
+    let auth = nonce.map(Authentication::with_nonce);
+    let n = encap::emit_headers(buf, auth.as_ref(), None)?;
+    let m = Icmpv6Repr::RouterSolicitation { source_link_layer: None }.emit_packet(
+        buf.get_mut(n..).ok_or(crate::wire::BufferTooSmall)?,
+        link_local,
+        ALL_ROUTERS,
+        255,
+    )?;
+    Ok(n + m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::icmpv6;
+    use crate::wire::ipv6::emit_bubble;
+
+    const PRIMARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const SECONDARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    fn server() -> Server {
+        Server::new(ServerConfig {
+            primary: PRIMARY,
+            secondary: SECONDARY,
+            prefix: address::TEREDO_PREFIX,
+            mtu: 1280,
+        })
+    }
+
+    fn client_addr(mapped: SocketAddrV4) -> Ipv6Addr {
+        TeredoAddress {
+            prefix: address::TEREDO_PREFIX,
+            server: PRIMARY,
+            flags: address::Flags(0x1234 & address::Flags::RANDOM_MASK),
+            mapped_port: mapped.port(),
+            mapped_addr: *mapped.ip(),
+        }
+        .to_ipv6()
+    }
+
+    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40000);
+
+    fn rs(ll: Ipv6Addr, nonce: Option<[u8; 8]>) -> Vec<u8> {
+        let mut b = vec![0u8; 200];
+        let n = emit_router_solicitation(&mut b, ll, nonce).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    #[test]
+    fn rs_gets_ra_with_nonce_origin_prefix_mtu() {
+        let s = server();
+        let mut out = [0u8; 1500];
+        let a = s.handle_datagram(
+            Local::Primary,
+            CLIENT,
+            &rs(address::LINK_LOCAL_RESTRICTED, Some([7; 8])),
+            &mut out,
+        );
+        let Action::SendUdp { from: Local::Primary, to, len, advertisement: true } = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(to, CLIENT);
+        let p = TeredoPacket::parse(&out[..len]).unwrap();
+        assert_eq!(p.auth.unwrap().nonce, [7; 8]);
+        assert_eq!(p.auth.unwrap().confirmation, 0);
+        assert_eq!(p.origin, Some(OriginIndication { addr: *CLIENT.ip(), port: CLIENT.port() }));
+        assert_eq!(p.ipv6.src(), s.link_local());
+        assert_eq!(p.ipv6.dst(), address::LINK_LOCAL_RESTRICTED);
+        assert_eq!(p.ipv6.header().hop_limit, 255);
+        assert!(Icmpv6::checksum_ok(&p.ipv6));
+        let Message::RouterAdvertisement(ra) = Message::parse(&p.ipv6).unwrap() else { panic!() };
+        assert_eq!(ra.prefix_information().unwrap().teredo_prefix(), (address::TEREDO_PREFIX, PRIMARY));
+        assert_eq!(ra.prefix_information().unwrap().prefix_len, 64);
+        assert_eq!(ra.mtu(), Some(1280));
+        assert_eq!((ra.router_lifetime, ra.retrans_timer), (0, 2000));
+    }
+
+    #[test]
+    fn rs_without_auth_gets_ra_without_auth() {
+        let mut out = [0u8; 1500];
+        let a = server().handle_datagram(
+            Local::Primary,
+            CLIENT,
+            &rs(address::LINK_LOCAL_RESTRICTED, None),
+            &mut out,
+        );
+        let Action::SendUdp { len, .. } = a else { panic!("{a:?}") };
+        let p = TeredoPacket::parse(&out[..len]).unwrap();
+        assert!(p.auth.is_none());
+        assert!(p.origin.is_some());
+    }
+
+    #[test]
+    fn cone_rs_answered_from_other_address() {
+        let s = server();
+        let mut out = [0u8; 1500];
+        let win: Ipv6Addr = "fe80::8000:ffff:ffff:fffd".parse().unwrap();
+        for (local, other) in [(Local::Primary, Local::Secondary), (Local::Secondary, Local::Primary)] {
+            let a = s.handle_datagram(local, CLIENT, &rs(win, Some([1; 8])), &mut out);
+            assert!(matches!(a, Action::SendUdp { from, .. } if from == other), "{a:?}");
+            let a =
+                s.handle_datagram(local, CLIENT, &rs(address::LINK_LOCAL_RESTRICTED, Some([1; 8])), &mut out);
+            assert!(matches!(a, Action::SendUdp { from, .. } if from == local), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn rs_checks() {
+        let s = server();
+        let mut out = [0u8; 1500];
+        let good = rs(address::LINK_LOCAL_RESTRICTED, Some([1; 8]));
+        // private source IPv4
+        let a = s.handle_datagram(Local::Primary, "10.0.0.1:4000".parse().unwrap(), &good, &mut out);
+        assert_eq!(a, Action::Drop(DropReason::SourceNotGlobal));
+        // from ourselves
+        let a = s.handle_datagram(Local::Primary, SocketAddrV4::new(SECONDARY, 3544), &good, &mut out);
+        assert_eq!(a, Action::Drop(DropReason::FromSelf));
+        // bad checksum
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let a = s.handle_datagram(Local::Primary, CLIENT, &bad, &mut out);
+        assert_eq!(a, Action::Drop(DropReason::NotRouterSolicitation));
+        // wrong hop limit (byte 7 of the IPv6 header, after 13 bytes of auth)
+        let mut bad = good.clone();
+        bad[13 + 7] = 64;
+        let a = s.handle_datagram(Local::Primary, CLIENT, &bad, &mut out);
+        assert_eq!(a, Action::Drop(DropReason::NotRouterSolicitation));
+        // truncated
+        let a = s.handle_datagram(Local::Primary, CLIENT, &good[..30], &mut out);
+        assert!(matches!(a, Action::Drop(DropReason::Malformed(_))));
+        // a trailer that demands discarding
+        let mut t = good.clone();
+        t.extend_from_slice(&[0x41, 0]);
+        let a = s.handle_datagram(Local::Primary, CLIENT, &t, &mut out);
+        assert_eq!(a, Action::Drop(DropReason::Malformed(Malformed::DiscardTrailer)));
+        // an RS with skippable trailers and a source link-layer option is fine
+        let mut b = vec![0u8; 200];
+        let n = encap::emit_headers(&mut b, Some(&Authentication::with_nonce([2; 8])), None).unwrap();
+        let m = Icmpv6Repr::RouterSolicitation {
+            source_link_layer: Some(&[0, 0, 0, 0, 0, 0, 0x80, 0, 1, 2, 3, 4, 5, 6]),
+        }
+        .emit_packet(&mut b[n..], "fe80::8000:ffff:ffff:fffd".parse().unwrap(), ALL_ROUTERS, 255)
+        .unwrap();
+        b.truncate(n + m);
+        b.extend_from_slice(&[0x01, 4, 1, 2, 3, 4]);
+        let a = s.handle_datagram(Local::Primary, CLIENT, &b, &mut out);
+        assert!(matches!(a, Action::SendUdp { from: Local::Secondary, advertisement: true, .. }), "{a:?}");
+    }
+
+    #[test]
+    fn bubble_relayed_with_origin_to_own_client() {
+        let s = server();
+        let peer = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 5000);
+        let mut d = vec![0u8; 46];
+        emit_bubble(&mut d, client_addr(peer), client_addr(CLIENT), 0).unwrap();
+        d[40..46].copy_from_slice(&[0x01, 4, 9, 9, 9, 9]); // a nonce trailer travels along
+        let mut out = [0u8; 1500];
+        let a = s.handle_datagram(Local::Primary, peer, &d, &mut out);
+        let Action::SendUdp { from: Local::Primary, to, len, advertisement: false } = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(to, CLIENT);
+        let p = TeredoPacket::parse(&out[..len]).unwrap();
+        assert_eq!(p.origin, Some(OriginIndication { addr: *peer.ip(), port: peer.port() }));
+        assert_eq!(p.ipv6.bytes(), &d[..40]);
+        assert_eq!(p.trailers.nonce(), Some([9; 4]));
+    }
+
+    #[test]
+    fn relay_bubble_with_link_local_source() {
+        // zeek frame 31: a relay's bubble, link-local source, to our client.
+        let s = server();
+        let relay = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 50), 32900);
+        let mut d = [0u8; 40];
+        emit_bubble(&mut d, "fe80::708d:fe83:4114:a512".parse().unwrap(), client_addr(CLIENT), 0).unwrap();
+        let mut out = [0u8; 1500];
+        let a = s.handle_datagram(Local::Primary, relay, &d, &mut out);
+        assert!(matches!(a, Action::SendUdp { to, .. } if to == CLIENT), "{a:?}");
+        // but not to another server's client (rule 6 needs our prefix and address)
+        let other = TeredoAddress::from_ipv6(&client_addr(CLIENT)).map(|mut t| {
+            t.server = Ipv4Addr::new(192, 0, 2, 77);
+            t.to_ipv6()
+        });
+        emit_bubble(&mut d, "fe80::1".parse().unwrap(), other.unwrap(), 0).unwrap();
+        assert_eq!(
+            s.handle_datagram(Local::Primary, relay, &d, &mut out),
+            Action::Drop(DropReason::SourceCheck)
+        );
+    }
+
+    #[test]
+    fn spoofed_teredo_source_is_dropped() {
+        let s = server();
+        let mut d = [0u8; 40];
+        emit_bubble(&mut d, client_addr(CLIENT), client_addr(CLIENT), 0).unwrap();
+        let liar = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 66), 40000);
+        let mut out = [0u8; 1500];
+        assert_eq!(
+            s.handle_datagram(Local::Primary, liar, &d, &mut out),
+            Action::Drop(DropReason::SourceCheck)
+        );
+    }
+
+    #[test]
+    fn echo_test_goes_native() {
+        let s = server();
+        let native: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut d = [0u8; 200];
+        let n = Icmpv6Repr::EchoRequest(icmpv6::Echo { identifier: 1, sequence: 2, data: &[0; 16] })
+            .emit_packet(&mut d, client_addr(CLIENT), native, 128)
+            .unwrap();
+        let mut out = [0u8; 1500];
+        let a = s.handle_datagram(Local::Primary, CLIENT, &d[..n], &mut out);
+        assert_eq!(a, Action::SendIpv6 { start: 0, len: n, dst: native });
+        // data to a native host is not relayed
+        let mut e = d;
+        e[6] = 17;
+        assert_eq!(
+            s.handle_datagram(Local::Primary, CLIENT, &e[..n], &mut out),
+            Action::Drop(DropReason::NotBubbleOrIcmpv6)
+        );
+        // nor large ICMPv6
+        let n = Icmpv6Repr::EchoRequest(icmpv6::Echo { identifier: 1, sequence: 2, data: &[0; 100] })
+            .emit_packet(&mut d, client_addr(CLIENT), native, 128)
+            .unwrap();
+        assert_eq!(
+            s.handle_datagram(Local::Primary, CLIENT, &d[..n], &mut out),
+            Action::Drop(DropReason::NotRelayable)
+        );
+        // nor to a link-local or multicast destination
+        let n = Icmpv6Repr::EchoRequest(icmpv6::Echo { identifier: 1, sequence: 2, data: &[] })
+            .emit_packet(&mut d, client_addr(CLIENT), "ff02::1".parse().unwrap(), 128)
+            .unwrap();
+        assert_eq!(
+            s.handle_datagram(Local::Primary, CLIENT, &d[..n], &mut out),
+            Action::Drop(DropReason::DestinationNotGlobal)
+        );
+    }
+
+    #[test]
+    fn no_relay_to_private_or_self() {
+        let s = server();
+        let mut d = [0u8; 40];
+        for bad in [SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 1), 1), SocketAddrV4::new(PRIMARY, 3544)] {
+            emit_bubble(&mut d, client_addr(CLIENT), client_addr(bad), 0).unwrap();
+            let mut out = [0u8; 1500];
+            assert_eq!(
+                s.handle_datagram(Local::Primary, CLIENT, &d, &mut out),
+                Action::Drop(DropReason::DestinationNotGlobalIpv4)
+            );
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! What the daemons (`teredo server`, later `teredo run`) share: Miredo's daemon flags,
+//! logging to stderr or syslog, the PID file, detaching from the terminal, signals and
+//! host-name resolution.
+
+pub mod detach;
+pub mod logging;
+pub mod pidfile;
+pub mod resolve;
+pub mod server;
+pub mod signals;
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// The flags `miredo` and `miredo-server` take (miredo-facts §1.2), with their long
+/// aliases.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Configuration file (Miredo's format).
+    #[arg(short = 'c', long = "config", visible_alias = "conf", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stay in the foreground and log to standard error.
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// PID file (created and locked; default in /run when detached).
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Unprivileged user the packet path runs as (never root).
+    #[arg(
+        short = 'u',
+        long = "user",
+        visible_alias = "username",
+        value_name = "USER",
+        default_value = "nobody"
+    )]
+    pub user: String,
+    /// Directory to chroot into after set-up.
+    #[arg(short = 't', long = "chrootdir", visible_alias = "chroot", value_name = "DIR")]
+    pub chroot: Option<PathBuf>,
+}
+
+/// A daemon start-up failure, with what to tell the user.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl StartError {
+    /// A failure with context.
+    pub fn new(context: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        Self(format!("{context}: {e}"))
+    }
+}

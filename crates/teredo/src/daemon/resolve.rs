@@ -1,0 +1,28 @@
+//! Host names in configuration files (Miredo resolves them with getaddrinfo, AF_INET):
+//! resolved once at start-up by the daemons, never by the configuration reader. The
+//! result must be a global unicast IPv4 address (RFC 4380 §5.2.4).
+
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+
+use teredo_proto::address::is_global_unicast;
+
+use crate::config::Host;
+
+/// The IPv4 address of `host`: a literal as it is, a name through the system resolver.
+pub fn ipv4(host: &Host) -> Result<Ipv4Addr, String> {
+    let a = match host {
+        Host::Ipv4(a) => *a,
+        Host::Name(name) => (name.as_str(), 0)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {name}: {e}"))?
+            .find_map(|s| match s.ip() {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .ok_or_else(|| format!("{name} has no IPv4 address"))?,
+    };
+    if !is_global_unicast(a) {
+        return Err(format!("{a} is not a global unicast IPv4 address (RFC 4380 §5.2.4)"));
+    }
+    Ok(a)
+}

@@ -1,0 +1,312 @@
+//! `teredo server`: the Teredo server daemon (RFC 4380 §5.3, RFC 5991 §3.2), a drop-in for
+//! `miredo-server` — same configuration file, same flags.
+//!
+//! Start-up, in order: read the configuration; resolve the two addresses; open, as root,
+//! one pair of UDP 3544 sockets per worker (SO_REUSEPORT) and the raw IPv6 socket; detach
+//! unless `-f`; write the PID file; drop to the unprivileged user with no capability left;
+//! then start the workers. Each worker receives and sends in batches (recvmmsg/sendmmsg)
+//! and hands every datagram to the sans-IO [`teredo_proto::server::Server`]. The main
+//! thread only waits for signals.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use clap::Args;
+use socket2::Socket;
+use teredo_net::batch::{RecvBatch, SendBatch};
+use teredo_net::udp::{RawIpv6, bind_udp};
+use teredo_net::{poll, privileges};
+use teredo_proto::address::TEREDO_PORT;
+use teredo_proto::server::{Action, Local, Server, ServerConfig, ServerStats};
+use tracing::{info, warn};
+
+use super::signals::{self, Signal};
+use super::{DaemonArgs, StartError, detach, logging, pidfile, resolve};
+use crate::config::{self, Host, ServerOverrides, Severity};
+
+/// Datagrams per system call.
+const BATCH: usize = 64;
+/// Receive buffer per datagram: the server handles RSs, bubbles and small ICMPv6 only;
+/// anything larger is cut by the kernel, flagged, and dropped.
+const RECV_SIZE: usize = 2048;
+
+/// `teredo server [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_ADDRESS]`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Miredo's daemon flags.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Worker threads, each with its own sockets (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// The primary server address, instead of ServerBindAddress (the secondary is then
+    /// this address plus one).
+    #[arg(value_name = "SERVER_ADDRESS")]
+    pub server_address: Option<String>,
+}
+
+/// What start-up produced: everything the workers need.
+struct Prepared {
+    server: Server,
+    sockets: Vec<(Socket, Socket)>,
+    raw: Option<RawIpv6>,
+    facility: u8,
+}
+
+/// Runs the server; returns the exit status.
+pub fn run(args: &ServerArgs) -> u8 {
+    let prepared = match prepare(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("teredo server: {e}");
+            return 1;
+        }
+    };
+    let mut detached = None;
+    if args.daemon.foreground {
+        logging::init(logging::Target::Stderr, false);
+    } else {
+        match detach::detach() {
+            Ok(d) => detached = Some(d),
+            Err(e) => {
+                eprintln!("teredo server: cannot detach: {e}");
+                return 1;
+            }
+        }
+        logging::init(logging::Target::Syslog { facility: prepared.facility, ident: "teredo-server" }, false);
+    }
+    let status = match serve(args, prepared, &mut detached) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            if args.daemon.foreground || detached.is_some() {
+                eprintln!("teredo server: {e}");
+            }
+            1
+        }
+    };
+    if let Some(d) = detached.as_mut() {
+        d.failed(status);
+    }
+    status
+}
+
+fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
+    let overrides = ServerOverrides {
+        server_bind_address: match &args.server_address {
+            Some(s) => {
+                Some(Host::parse_global(s).map_err(|e| StartError::new(format!("server address {s:?}"), e))?)
+            }
+            None => None,
+        },
+    };
+    let path = args.daemon.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_SERVER_FILE));
+    let parsed = match config::load_server(&path, &overrides) {
+        Ok(p) => p,
+        // As Miredo: with an address on the command line, a missing file is no error.
+        Err(_) if overrides.server_bind_address.is_some() && !path.exists() => {
+            config::parse_server_with("", &path.display().to_string(), &overrides)
+        }
+        Err(e) => return Err(StartError(e.to_string())),
+    };
+    for d in &parsed.diagnostics {
+        match d.severity {
+            Severity::Warning => eprintln!("teredo server: warning: {d}"),
+            Severity::Error => eprintln!("teredo server: {d}"),
+        }
+    }
+    let cfg =
+        parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))?;
+    let primary =
+        resolve::ipv4(&cfg.server_bind_address).map_err(|e| StartError::new("ServerBindAddress", e))?;
+    let secondary = match &cfg.server_bind_address2 {
+        Some(h) => resolve::ipv4(h).map_err(|e| StartError::new("ServerBindAddress2", e))?,
+        None => Ipv4Addr::from(u32::from(primary).wrapping_add(1)),
+    };
+    if secondary == primary {
+        return Err(StartError("the secondary address must differ from the primary".into()));
+    }
+    let server =
+        Server::new(ServerConfig { primary, secondary, prefix: cfg.prefix.0, mtu: cfg.interface_mtu });
+    let workers = args
+        .workers
+        .unwrap_or_else(|| thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .clamp(1, 256);
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let bind = |a: Ipv4Addr| {
+            bind_udp(SocketAddrV4::new(a, TEREDO_PORT), true)
+                .map_err(|e| StartError::new(format!("{a}:{TEREDO_PORT}"), e))
+        };
+        sockets.push((bind(primary)?, bind(secondary)?));
+    }
+    // Forwarding echo tests to native hosts needs a raw socket; without one the server
+    // still qualifies clients, so a failure is a warning.
+    let raw = match RawIpv6::open() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!(
+                "teredo server: warning: no raw IPv6 socket ({e}): echo tests will not reach native IPv6"
+            );
+            None
+        }
+    };
+    Ok(Prepared { server, sockets, raw, facility: cfg.syslog_facility.code() })
+}
+
+fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>) -> Result<(), StartError> {
+    let pidfile = args
+        .daemon
+        .pidfile
+        .clone()
+        .or_else(|| (!args.daemon.foreground).then(|| "/run/teredo-server.pid".into()));
+    let _pid = match &pidfile {
+        Some(path) => Some(pidfile::create(path).map_err(|e| StartError::new(path.display(), e))?),
+        None => None,
+    };
+    signals::block().map_err(|e| StartError::new("blocking signals", e))?;
+    let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
+    privileges::drop_privileges(&user, args.daemon.chroot.as_deref())
+        .map_err(|e| StartError(e.to_string()))?;
+
+    let cfg = *p.server.config();
+    let server = Arc::new(p.server);
+    let raw = Arc::new(p.raw);
+    let stop = Arc::new(AtomicBool::new(false));
+    let totals = Arc::new(Mutex::new(ServerStats::default()));
+    let workers = p.sockets.len();
+    let mut handles = Vec::new();
+    for (i, (primary, secondary)) in p.sockets.into_iter().enumerate() {
+        let (server, raw, stop, totals) = (server.clone(), raw.clone(), stop.clone(), totals.clone());
+        let h = thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                let stats = worker(&server, &primary, &secondary, raw.as_ref().as_ref(), &stop);
+                if let Ok(mut t) = totals.lock() {
+                    t.add(&stats);
+                }
+            })
+            .map_err(|e| StartError::new("starting a worker", e))?;
+        handles.push(h);
+    }
+    info!(
+        "Teredo server on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {:x}::/32, MTU {}, {workers} worker(s), running as {} (uid {})",
+        cfg.primary,
+        cfg.secondary,
+        cfg.prefix >> 16,
+        cfg.mtu,
+        user.name,
+        user.uid
+    );
+    if let Some(d) = detached.as_mut() {
+        d.ready();
+    }
+    loop {
+        match signals::wait() {
+            Signal::Hangup => {
+                info!("SIGHUP: the server keeps no state; restart it to apply a new configuration")
+            }
+            Signal::Terminate(sig) => {
+                info!("signal {sig}: stopping");
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Ok(t) = totals.lock() {
+        info!(
+            "{} datagrams: {} advertisements, {} relayed to clients, {} to IPv6, {} malformed, {} dropped",
+            t.received, t.advertisements, t.relayed_udp, t.relayed_ipv6, t.malformed, t.dropped
+        );
+    }
+    Ok(())
+}
+
+/// One worker: serve both sockets until `stop`.
+fn worker(
+    server: &Server,
+    primary: &Socket,
+    secondary: &Socket,
+    raw: Option<&RawIpv6>,
+    stop: &AtomicBool,
+) -> ServerStats {
+    let mut stats = ServerStats::default();
+    let mut rx = RecvBatch::new(BATCH, RECV_SIZE);
+    let mut tx = [SendBatch::new(BATCH, 1500), SendBatch::new(BATCH, 1500)];
+    let socks = [primary, secondary];
+    let mut scratch = [0u8; 1500];
+    let mut errors_logged = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let ready = match poll::readable(&[primary.as_fd(), secondary.as_fd()], Duration::from_millis(500)) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("poll: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        for (idx, local) in [(0, Local::Primary), (1, Local::Secondary)] {
+            if !ready[idx] {
+                continue;
+            }
+            // Drain a bounded number of batches, then give the other socket its turn.
+            for _ in 0..16 {
+                let n = match rx.recv(socks[idx].as_fd()) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        if errors_logged < 10 {
+                            warn!("receive: {e}");
+                            errors_logged += 1;
+                        }
+                        0
+                    }
+                };
+                for i in 0..n {
+                    let (from, data, truncated) = rx.get(i);
+                    if truncated {
+                        stats.received += 1;
+                        stats.malformed += 1;
+                        continue;
+                    }
+                    let action = server.handle_datagram(local, from, data, &mut scratch);
+                    stats.count(&action);
+                    match action {
+                        Action::SendUdp { from: out, to, len, .. } => {
+                            let o = usize::from(out == Local::Secondary);
+                            if tx[o].is_full() {
+                                let _ = tx[o].flush(socks[o].as_fd());
+                            }
+                            if let Some(buf) = tx[o].next_buf() {
+                                buf[..len].copy_from_slice(&scratch[..len]);
+                                tx[o].commit(len, to);
+                            }
+                        }
+                        Action::SendIpv6 { start, len, dst } => {
+                            if let Some(r) = raw {
+                                let _ = r.send(&data[start..start + len], dst);
+                            }
+                        }
+                        Action::Drop(_) => {}
+                    }
+                }
+                for o in 0..2 {
+                    if !tx[o].is_empty() {
+                        let _ = tx[o].flush(socks[o].as_fd());
+                    }
+                }
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+    }
+    stats
+}
