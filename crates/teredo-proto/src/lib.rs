@@ -12,12 +12,14 @@
 //! - [`wire`]: zero-copy views and builders for every packet Teredo exchanges;
 //! - [`nonce`]: keyed tokens (RS nonces, echo-test tokens, bubble tokens);
 //! - [`time`]: the instants the caller passes in;
+//! - [`client`]: the client's qualification and maintenance (RFC 4380 §5.2.1, §5.2.5);
 //! - [`server`]: the Teredo server (RFC 4380 §5.3, RFC 5991 §3.2).
 
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod checksum;
+pub mod client;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod nonce;

@@ -9,6 +9,8 @@
 //! - **Bubble tokens**: the 4-byte nonce of the RFC 6081 §4.2 nonce trailer, and the
 //!   interface identifier of a link-local bubble source (as Miredo does, so that a peer
 //!   behind a symmetric NAT can be recognised by its reply bubble).
+//! - **Address flags** (RFC 5991 §3.1): the 12 random bits of a client's Teredo address,
+//!   derived rather than drawn, so that the core needs no random source.
 //!
 //! All are HMAC-SHA-256 (RFC 2104) under one random 256-bit key per process, truncated,
 //! over a domain label and the fields they bind. The key comes from the caller: this crate
@@ -68,6 +70,16 @@ impl TokenKey {
         let mut n = [0u8; 8];
         n.copy_from_slice(&t[..8]);
         n
+    }
+
+    /// Sixteen keyed bits from which a client takes the twelve random bits of its address
+    /// flags (RFC 5991 §3.1, through [`crate::address::Flags::random`]) for the mapping
+    /// `addr`:`port` in `generation` (a counter the client advances when its address
+    /// changes): unpredictable to others, stable while the inputs are.
+    pub fn address_flags(&self, addr: Ipv4Addr, port: u16, generation: u64) -> u16 {
+        let parts: [&[u8]; 3] = [&addr.octets(), &port.to_be_bytes(), &generation.to_be_bytes()];
+        let t = self.tag(b"teredo address flags", &parts);
+        u16::from_be_bytes([t[0], t[1]])
     }
 
     /// The data of an echo request from `src` to `dst` with the given identifier and
