@@ -1,0 +1,82 @@
+//! Lab tests of `teredo server` (RFC 4380 §5.3, RFC 5991 §3.2), in network namespaces built
+//! by `teredo-lab`: Debian's Miredo clients qualify against it behind each NAT kind and talk
+//! to each other through it, a Windows-style router solicitation gets its advertisement
+//! from the other server address, tshark decodes every advertisement it sends, a storm of
+//! malformed datagrams leaves it running with flat memory, it runs unprivileged, and it
+//! forwards a client's echo test to native IPv6 through its raw socket.
+//!
+//! They need root, network namespaces, Miredo and tshark; without them they print SKIP,
+//! except under `CI=true` where they fail. Run them with
+//! `cargo test -p teredo --test lab -- --nocapture` to see the measurements they print.
+
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use teredo_lab::{Daemon, Lab, Server, miredo};
+
+/// Our binary.
+pub(crate) const TEREDO: &str = env!("CARGO_BIN_EXE_teredo");
+
+/// What a lab test returns.
+pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// The programs the tests with a Miredo client need beyond the lab's own.
+pub(crate) const MIREDO_NEEDS: &[&str] = &["miredo", "miredo-server", "tshark"];
+
+/// The bound on every wait for qualification or for a first ping (Miredo qualifies in
+/// about 0.12 s here).
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// Returns `Err(message)` from the test when `cond` is false.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+).into());
+        }
+    };
+}
+
+/// Starts `teredo server` on the lab server with the lab's `miredo-server.conf` and
+/// Miredo's flags (`-f -c CONF -p PIDFILE`, then `extra`), and waits until it listens on
+/// both addresses and has started its workers.
+pub(crate) fn start_teredo_server(server: &Server, extra: &[&str]) -> TestResult<Daemon> {
+    let mut command = vec![TEREDO, "server"];
+    command.extend_from_slice(extra);
+    let d = miredo::start_server_with(server, &command)?;
+    d.wait_log("Teredo server on", WAIT)?;
+    Ok(d)
+}
+
+/// The capture the lab started on the server's `eth0`.
+pub(crate) fn server_pcap(lab: &Lab) -> TestResult<PathBuf> {
+    lab.captures()
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("server-eth0")))
+        .ok_or_else(|| "no capture on the server's eth0".into())
+}
+
+/// Runs `tshark -n -r PCAP -Y FILTER` (printing `fields` if any) and returns its output
+/// lines. UDP 3544 is decoded as Teredo by default; the heuristic also finds other ports.
+pub(crate) fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> TestResult<Vec<String>> {
+    let mut c = Command::new("tshark");
+    c.arg("-n").arg("-r").arg(pcap).args(["--enable-heuristic", "teredo_udp", "-Y", filter]);
+    if !fields.is_empty() {
+        c.args(["-T", "fields", "-E", "separator=|"]);
+        for f in fields {
+            c.args(["-e", f]);
+        }
+    }
+    let out = c.output()?;
+    ensure!(
+        out.status.success(),
+        "tshark -Y '{filter}' on {} failed ({}): {}",
+        pcap.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+}
