@@ -5,7 +5,14 @@
 //!   shares a port), and the raw IPv6 socket a server forwards echo tests with;
 //! - [`batch`]: batched receive and send (recvmmsg/sendmmsg) with preallocated buffers;
 //! - [`privileges`]: dropping root after set-up: user, groups, capabilities, chroot;
-//! - [`poll`]: waiting on several sockets at once.
+//! - [`poll`]: waiting on several sockets at once;
+//! - [`tun`]: the TUN device (Linux `/dev/net/tun`, multi-queue; BSD and macOS via tun-rs);
+//! - [`ifconfig`]: link state, MTU, IPv6 addresses and routes without external programs
+//!   (Linux: [`netlink`]);
+//! - [`client_if`]: the Teredo client's Miredo-compatible interface `up`/`down`;
+//! - [`helper`]: the privileged helper that keeps only CAP_NET_ADMIN and applies the
+//!   client's `up`/`down` after the daemon dropped root, directly or through
+//!   [`hook`], Miredo's client-hook interface.
 //!
 //! Linux is the tested platform. The calls used here (recvmmsg/sendmmsg, prctl,
 //! capabilities) are Linux-specific and gated with `cfg(target_os = "linux")`.
@@ -14,7 +21,14 @@
 
 #[cfg(target_os = "linux")]
 pub mod batch;
+pub mod client_if;
+pub mod helper;
+pub mod hook;
+pub mod ifconfig;
+#[cfg(target_os = "linux")]
+pub mod netlink;
 pub mod poll;
 #[cfg(target_os = "linux")]
 pub mod privileges;
+pub mod tun;
 pub mod udp;

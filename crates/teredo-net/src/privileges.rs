@@ -102,6 +102,103 @@ pub fn drop_privileges(user: &User, chroot: Option<&Path>) -> Result<(), Privile
     verify_unprivileged()
 }
 
+/// CAP_NET_ADMIN, the one capability the privileged helper keeps.
+pub const CAP_NET_ADMIN: u32 = 12;
+
+/// Drops to `user` but keeps CAP_NET_ADMIN, for the privileged helper (crate::helper):
+/// the bounding set is reduced to CAP_NET_ADMIN, the uid and gids become the user's
+/// (PR_SET_KEEPCAPS carries the permitted set over the uid change), then the permitted and
+/// effective sets are set to exactly {CAP_NET_ADMIN}. With `ambient`, CAP_NET_ADMIN is
+/// also made inheritable and ambient, so that a hook script and the `ip` it runs (no file
+/// capabilities, not set-uid) keep it across execve. Finally PR_SET_NO_NEW_PRIVS (no
+/// set-uid or file-capability gain through exec) and PR_SET_DUMPABLE 0 (the worker, which
+/// runs as the same user, cannot read or trace this process's memory). Checked afterwards.
+pub fn drop_to_net_admin(user: &User, ambient: bool) -> Result<(), PrivilegeError> {
+    if user.uid == 0 {
+        return Err(PrivilegeError::RootUser(user.name.clone()));
+    }
+    let net_admin = 1u64 << CAP_NET_ADMIN;
+    // SAFETY: prctl and the id calls take integer or array arguments.
+    unsafe {
+        check("prctl(PR_SET_KEEPCAPS)", libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        for cap in 0..64 {
+            if cap == CAP_NET_ADMIN as libc::c_ulong {
+                continue;
+            }
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(PrivilegeError::Call { call: "prctl(PR_CAPBSET_DROP)", source: e });
+            }
+        }
+        let _ = libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        check("setgroups", libc::setgroups(1, &user.gid))?;
+        check("setresgid", libc::setresgid(user.gid, user.gid, user.gid))?;
+        check("setresuid", libc::setresuid(user.uid, user.uid, user.uid))?;
+    }
+    set_capabilities(net_admin, net_admin, if ambient { net_admin } else { 0 })?;
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        if ambient {
+            check(
+                "prctl(PR_CAP_AMBIENT_RAISE)",
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    CAP_NET_ADMIN as libc::c_ulong,
+                    0,
+                    0,
+                ),
+            )?;
+        }
+        check("prctl(PR_SET_KEEPCAPS)", libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0))?;
+        check("prctl(PR_SET_NO_NEW_PRIVS)", libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        check("prctl(PR_SET_DUMPABLE)", libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
+    }
+    // SAFETY: getuid/geteuid cannot fail.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    let caps = capabilities()?;
+    let want = [net_admin, net_admin, if ambient { net_admin } else { 0 }];
+    if uid == 0 || euid == 0 || caps != want {
+        return Err(PrivilegeError::StillPrivileged(format!(
+            "uid {uid}, euid {euid}, capability sets {caps:x?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Sets this thread's effective, permitted and inheritable capability sets (capset(2)).
+pub fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> Result<(), PrivilegeError> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut h = Header { version: VERSION_3, pid: 0 };
+    let half = |v: u64, i: u32| (v >> (32 * i)) as u32;
+    let d = [0, 1].map(|i| Data {
+        effective: half(effective, i),
+        permitted: half(permitted, i),
+        inheritable: half(inheritable, i),
+    });
+    // SAFETY: header and two data structs, as capset version 3 expects.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) };
+    if r != 0 {
+        return Err(PrivilegeError::Call { call: "capset", source: io::Error::last_os_error() });
+    }
+    Ok(())
+}
+
 /// Checks that this thread holds no capability (effective, permitted, inheritable) and
 /// is not root.
 pub fn verify_unprivileged() -> Result<(), PrivilegeError> {

@@ -1,0 +1,390 @@
+//! The privileged helper of the Teredo client: the one process allowed to reconfigure the
+//! TUN interface after the daemon has dropped root, like Miredo's miredo-privproc
+//! (miredo-facts §2) but stricter.
+//!
+//! The daemon, as root and still single-threaded, creates the TUN and calls [`spawn`]. The
+//! helper is a forked child that:
+//!
+//! 1. ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT (it must outlive the worker to clean up)
+//!    and closes every inherited descriptor except stdin/stdout/stderr, its socket and the
+//!    TUN (kept open, never read, so that the interface still exists for the final `down`
+//!    and the hook's `destroy` run);
+//! 2. drops to the unprivileged user keeping **only CAP_NET_ADMIN**
+//!    ([`crate::privileges::drop_to_net_admin`]): bounding set = {CAP_NET_ADMIN},
+//!    permitted = effective = {CAP_NET_ADMIN}, uid/gid = the user's, no-new-privs, not
+//!    dumpable. We chose a non-root uid over "uid 0 with only CAP_NET_ADMIN": a uid-0
+//!    process without capabilities still owns every root-owned file (/etc, /usr/sbin…),
+//!    and any exec of a set-uid-root program would hand back full root; under a normal
+//!    uid it owns nothing. In hook mode CAP_NET_ADMIN is also inheritable and ambient, so
+//!    the hook script and the `/sbin/ip` it runs keep it across execve (it is the only
+//!    right `ip link/addr/route/rule` need), and nothing more;
+//! 3. answers [`Reply::Ready`], then serves [`Request`]s read from the socket: an `Up` is
+//!    applied only if its address is inside 2001::/32 (not multicast) and its MTU ≥ 1280
+//!    ([`validate_up`]); otherwise it is refused, logged, and nothing is touched. A
+//!    malformed message is refused and ends the session (the peer is not speaking this
+//!    protocol);
+//! 4. on end of file (the worker exited or died) runs the final `down` (and, with a hook,
+//!    `down` then `destroy`, as Miredo) and exits 0.
+//!
+//! Without a hook the helper configures the interface itself ([`crate::client_if::ClientInterface`] over
+//! netlink). With `ClientHook PATH` it runs that script **instead** ([`crate::hook::HookRunner`]) and
+//! returns its exit status in [`Reply::Hook`].
+//!
+//! The worker side, [`Helper`], sends one request at a time and waits for the reply
+//! (Miredo does the same). The process model is Linux-only for now (capabilities); on the
+//! BSDs a helper would keep root, as Miredo does without libcap, and is not written yet.
+
+pub mod message;
+
+pub use message::{MIN_MTU, Refusal, Reply, Request, validate_up};
+
+#[cfg(target_os = "linux")]
+pub use linux::{Helper, HelperError, HelperOptions, spawn};
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::{self, Read, Write};
+    use std::net::{Ipv6Addr, Shutdown};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::net::UnixStream;
+    use std::path::PathBuf;
+
+    use tracing::{error, info, warn};
+
+    use super::message::{MessageError, REPLY_LEN, REQUEST_LEN};
+    use super::{Refusal, Reply, Request, validate_up};
+    use crate::client_if::ClientInterface;
+    use crate::hook::{HookRunner, HookState};
+    use crate::netlink::Netlink;
+    use crate::privileges::{self, PrivilegeError, User};
+    use crate::tun::Tun;
+
+    /// How to start the helper.
+    #[derive(Debug, Clone)]
+    pub struct HelperOptions {
+        /// The unprivileged user it runs as (never root).
+        pub user: User,
+        /// Miredo's client hook to run instead of configuring the interface directly.
+        pub hook: Option<PathBuf>,
+    }
+
+    /// Why the helper could not be started or talked to.
+    #[derive(Debug, thiserror::Error)]
+    pub enum HelperError {
+        /// fork(2) failed.
+        #[error("privileged helper: fork: {0}")]
+        Fork(io::Error),
+        /// Talking to the helper failed (it died, or the socket broke).
+        #[error("privileged helper: {0}")]
+        Io(#[from] io::Error),
+        /// The helper could not reduce its privileges, or the options were wrong.
+        #[error("privileged helper: {0}")]
+        Privileges(#[from] PrivilegeError),
+        /// The helper reported a failure instead of starting (errno).
+        #[error("privileged helper failed to start: {}", io::Error::from_raw_os_error(*.0))]
+        Start(i32),
+        /// The helper's answer was malformed or out of place.
+        #[error("privileged helper: unexpected reply: {0}")]
+        Protocol(String),
+    }
+
+    impl From<MessageError> for HelperError {
+        fn from(e: MessageError) -> Self {
+            Self::Protocol(e.to_string())
+        }
+    }
+
+    /// The worker's end: a running helper.
+    #[derive(Debug)]
+    pub struct Helper {
+        sock: UnixStream,
+        pid: libc::pid_t,
+        reaped: bool,
+    }
+
+    /// Forks the helper for `tun`. Must be called as root, before any other thread is
+    /// started (the child runs Rust code after fork), and before the daemon drops its own
+    /// privileges. Returns once the helper has reduced its privileges and said so.
+    pub fn spawn(tun: &Tun, options: &HelperOptions) -> Result<Helper, HelperError> {
+        if options.user.uid == 0 {
+            return Err(PrivilegeError::RootUser(options.user.name.clone()).into());
+        }
+        // std makes both ends close-on-exec: a hook script inherits neither.
+        let (ours, theirs) = UnixStream::pair()?;
+        // SAFETY: documented precondition: single-threaded caller.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(HelperError::Fork(io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            drop(ours);
+            let code = helper_main(theirs, tun, options);
+            // SAFETY: leave without running the parent's atexit handlers or destructors.
+            unsafe { libc::_exit(code) };
+        }
+        drop(theirs);
+        let mut helper = Helper { sock: ours, pid, reaped: false };
+        match helper.read_reply() {
+            Ok(Reply::Ready) => Ok(helper),
+            Ok(Reply::Failed(errno)) => {
+                let _ = helper.finish();
+                Err(HelperError::Start(errno))
+            }
+            Ok(other) => Err(HelperError::Protocol(format!("{other:?} instead of Ready"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    impl Helper {
+        /// The helper's process id.
+        pub fn pid(&self) -> libc::pid_t {
+            self.pid
+        }
+
+        /// Asks for `request` and waits for the answer.
+        pub fn request(&mut self, request: Request) -> Result<Reply, HelperError> {
+            send_all(&self.sock, &request.encode())?;
+            self.read_reply()
+        }
+
+        /// Asks the helper to bring the interface up with `address` and `mtu`.
+        pub fn up(&mut self, address: Ipv6Addr, mtu: u16) -> Result<Reply, HelperError> {
+            self.request(Request::Up { address, mtu })
+        }
+
+        /// Asks the helper to take the interface down.
+        pub fn down(&mut self) -> Result<Reply, HelperError> {
+            self.request(Request::Down)
+        }
+
+        /// Closes the connection; the helper runs its final `down` (and `destroy`) and
+        /// exits. Waits for it and returns its exit status.
+        pub fn finish(mut self) -> Result<i32, HelperError> {
+            self.close_and_wait()
+        }
+
+        fn read_reply(&mut self) -> Result<Reply, HelperError> {
+            let mut b = [0u8; REPLY_LEN];
+            self.sock.read_exact(&mut b)?;
+            Ok(Reply::decode(&b)?)
+        }
+
+        fn close_and_wait(&mut self) -> Result<i32, HelperError> {
+            let _ = self.sock.shutdown(Shutdown::Both);
+            if self.reaped {
+                return Ok(0);
+            }
+            let mut status = 0;
+            loop {
+                // SAFETY: waiting for our own child.
+                let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+                if r == self.pid {
+                    break;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.reaped = true;
+                    return Err(e.into());
+                }
+            }
+            self.reaped = true;
+            Ok(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 })
+        }
+    }
+
+    impl Drop for Helper {
+        /// Closes the connection and waits for the helper's final `down` (bounded by the
+        /// hook timeout), so that no zombie is left.
+        fn drop(&mut self) {
+            let _ = self.close_and_wait();
+        }
+    }
+
+    /// What the helper applies requests with.
+    enum Backend {
+        Direct(ClientInterface<Netlink>),
+        Hook(HookRunner),
+    }
+
+    impl Backend {
+        fn apply(&mut self, request: Request) -> Reply {
+            match (self, request) {
+                (Self::Direct(iface), Request::Up { address, mtu }) => match iface.up(address, mtu) {
+                    Ok(()) => Reply::Applied,
+                    Err(e) => {
+                        error!("cannot bring the Teredo interface up: {e}");
+                        Reply::Failed(e.errno().unwrap_or(-1))
+                    }
+                },
+                (Self::Direct(iface), Request::Down) => match iface.down() {
+                    Ok(()) => Reply::Applied,
+                    Err(e) => {
+                        error!("cannot take the Teredo interface down: {e}");
+                        Reply::Failed(e.errno().unwrap_or(-1))
+                    }
+                },
+                (Self::Hook(runner), request) => {
+                    let state = match request {
+                        Request::Up { address, mtu } => HookState::Up { address, mtu },
+                        Request::Down => HookState::Down,
+                    };
+                    run_hook(runner, state)
+                }
+            }
+        }
+
+        fn finish(&mut self) {
+            match self {
+                Self::Direct(iface) => {
+                    if let Err(e) = iface.down() {
+                        error!("final down: {e}");
+                    }
+                }
+                Self::Hook(runner) => {
+                    run_hook(runner, HookState::Down);
+                    run_hook(runner, HookState::Destroy);
+                }
+            }
+        }
+    }
+
+    fn run_hook(runner: &mut HookRunner, state: HookState) -> Reply {
+        match runner.run(state) {
+            Ok(status) => {
+                if status != 0 {
+                    warn!("{} ({}): exit status {status}", runner.path().display(), state.name());
+                }
+                Reply::Hook(status)
+            }
+            Err(e) => {
+                error!("{e}");
+                let errno = match &e {
+                    crate::hook::HookError::Interface { source, .. }
+                    | crate::hook::HookError::Spawn { source, .. }
+                    | crate::hook::HookError::Wait { source, .. } => source.raw_os_error(),
+                };
+                Reply::Failed(errno.unwrap_or(-1))
+            }
+        }
+    }
+
+    /// The helper process: never returns to the caller's code (its result is the exit
+    /// status).
+    fn helper_main(mut sock: UnixStream, tun: &Tun, options: &HelperOptions) -> i32 {
+        // SAFETY: prctl and signal with constant arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, c"teredo-helper".as_ptr(), 0, 0, 0);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        }
+        close_other_descriptors(&[sock.as_raw_fd(), tun.as_raw_fd()]);
+        let fail = |sock: &mut UnixStream, errno: i32| {
+            let _ = sock.write_all(&Reply::Failed(errno).encode());
+            1
+        };
+        if let Err(e) = privileges::drop_to_net_admin(&options.user, options.hook.is_some()) {
+            error!("privileged helper: {e}");
+            let errno = match &e {
+                PrivilegeError::Call { source, .. } => source.raw_os_error().unwrap_or(libc::EPERM),
+                _ => libc::EPERM,
+            };
+            return fail(&mut sock, errno);
+        }
+        let ifindex = tun.ifindex();
+        let mut backend = match &options.hook {
+            Some(path) => Backend::Hook(HookRunner::new(path.clone(), ifindex)),
+            None => match Netlink::open() {
+                Ok(nl) => Backend::Direct(ClientInterface::new(nl, ifindex)),
+                Err(e) => {
+                    error!("privileged helper: {e}");
+                    return fail(&mut sock, e.errno().unwrap_or(-1));
+                }
+            },
+        };
+        if sock.write_all(&Reply::Ready.encode()).is_err() {
+            backend.finish();
+            return 1;
+        }
+        serve(&mut sock, &mut backend);
+        backend.finish();
+        0
+    }
+
+    /// Serves requests until end of file, an I/O error or a malformed request.
+    fn serve(sock: &mut UnixStream, backend: &mut Backend) {
+        let mut b = [0u8; REQUEST_LEN];
+        loop {
+            if let Err(e) = sock.read_exact(&mut b) {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    warn!("privileged helper: reading a request: {e}");
+                }
+                return;
+            }
+            let reply = match Request::decode(&b) {
+                Err(e) => {
+                    warn!("privileged helper: malformed request ({e}); closing");
+                    let _ = sock.write_all(&Reply::Refused(Refusal::Malformed).encode());
+                    return;
+                }
+                Ok(Request::Up { address, mtu }) => match validate_up(address, mtu) {
+                    Err(r) => {
+                        warn!("privileged helper: refusing up {address} MTU {mtu}: {r}");
+                        Reply::Refused(r)
+                    }
+                    Ok(()) => {
+                        info!("Teredo interface up: {address}, MTU {mtu}");
+                        backend.apply(Request::Up { address, mtu })
+                    }
+                },
+                Ok(Request::Down) => {
+                    info!("Teredo interface down");
+                    backend.apply(Request::Down)
+                }
+            };
+            if sock.write_all(&reply.encode()).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Writes all of `b` with MSG_NOSIGNAL: a dead helper is an error, never a SIGPIPE.
+    fn send_all(sock: &UnixStream, mut b: &[u8]) -> io::Result<()> {
+        while !b.is_empty() {
+            // SAFETY: b is valid for reads of b.len() bytes.
+            let n = unsafe { libc::send(sock.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            b = &b[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Closes every descriptor above 2 except those in `keep`.
+    fn close_other_descriptors(keep: &[RawFd]) {
+        let mut keep: Vec<u32> = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).collect();
+        keep.sort_unstable();
+        let mut first = 3u32;
+        for &k in keep.iter().chain(std::iter::once(&u32::MAX)) {
+            if k > first {
+                let last = k - 1;
+                // SAFETY: closing descriptors this process owns; nothing else uses them.
+                let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+                if r != 0 {
+                    // Kernels before 5.9: close one by one, up to a sane bound.
+                    for fd in first..=last.min(65535) {
+                        // SAFETY: as above.
+                        unsafe { libc::close(fd as RawFd) };
+                    }
+                }
+            }
+            first = first.max(k.saturating_add(1));
+        }
+    }
+}
