@@ -361,6 +361,37 @@ const CASES: &[Case] = &[
             "invalid InterfaceName \"teredo-interface0\": an interface name has 1 to 15 printable ASCII characters, is not \".\" nor \"..\" and has no '/' or ':'",
         )],
     },
+    // teredo's own directives.
+    Case {
+        name: "client-hook-and-max-peers",
+        server: false,
+        text: "ServerAddress 192.0.2.1\nClientHook /etc/miredo/client-hook\nMaxPeers 0x100000\n",
+        problems: &[],
+    },
+    Case {
+        name: "client-hook-relative",
+        server: false,
+        text: "ServerAddress 192.0.2.1\nClientHook client-hook\n",
+        problems: &[(2, "invalid ClientHook \"client-hook\": not an absolute path")],
+    },
+    Case {
+        name: "client-hook-in-relay-mode",
+        server: false,
+        text: "RelayType cone\nClientHook /etc/miredo/client-hook\nMaxPeers 1000\n",
+        problems: &[(2, "directive \"ClientHook\" ignored: it applies to clients only (RelayType client)")],
+    },
+    Case {
+        name: "max-peers-zero",
+        server: false,
+        text: "ServerAddress 192.0.2.1\nMaxPeers 0\n",
+        problems: &[(2, "invalid MaxPeers \"0\": a number of peers from 1 to 16777216")],
+    },
+    Case {
+        name: "max-peers-in-server-file",
+        server: true,
+        text: "ServerBindAddress 192.0.2.1\nMaxPeers 1000\n",
+        problems: &[(2, "directive \"MaxPeers\" ignored: it is a client and relay directive (miredo.conf)")],
+    },
 ];
 
 /// A directory of this test binary's own for the files it writes.

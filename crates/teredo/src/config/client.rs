@@ -8,7 +8,10 @@ use super::prefix::ServicePrefix;
 use super::reader::{Reader, Taken};
 use super::relay_type::RelayType;
 use super::syslog::SyslogFacility;
-use super::value::{MIN_MTU, parse_interface_name, parse_mtu, parse_u16};
+use super::value::{MIN_MTU, parse_hook_path, parse_interface_name, parse_max_peers, parse_mtu, parse_u16};
+
+/// The default `MaxPeers`: 1,048,576 peers, Miredo's limit with libJudy.
+pub const DEFAULT_MAX_PEERS: u32 = 1 << 20;
 
 /// A valid `miredo.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,13 @@ pub struct ClientRelayConfig {
     pub bind_port: u16,
     /// `SyslogFacility` (default `daemon`).
     pub syslog_facility: SyslogFacility,
+    /// `ClientHook PATH` (teredo): a Miredo-style hook script run on every state change
+    /// instead of teredo configuring the interface itself (miredo-facts §1.8). A user
+    /// moving from Miredo names `/etc/miredo/client-hook`. Client only.
+    pub client_hook: Option<std::path::PathBuf>,
+    /// `MaxPeers N` (teredo): the capacity of the peer table (default
+    /// [`DEFAULT_MAX_PEERS`]).
+    pub max_peers: u32,
 }
 
 /// What the command line may set instead of the file.
@@ -119,6 +129,8 @@ pub fn parse_client_relay_bytes(
     let bind_address = r.take(Directive::BindAddress, str::parse).value();
     let bind_port = r.take(Directive::BindPort, parse_u16).value().unwrap_or(0);
     let syslog_facility = r.take(Directive::SyslogFacility, str::parse).value().unwrap_or_default();
+    let client_hook = if client { r.take(Directive::ClientHook, parse_hook_path).value() } else { None };
+    let max_peers = r.take(Directive::MaxPeers, parse_max_peers).value().unwrap_or(DEFAULT_MAX_PEERS);
 
     let config = relay_type.map(|relay_type| ClientRelayConfig {
         relay_type,
@@ -130,6 +142,8 @@ pub fn parse_client_relay_bytes(
         bind_address,
         bind_port,
         syslog_facility,
+        client_hook: client_hook.filter(|_| relay_type.is_client()),
+        max_peers,
     });
     r.finish(relay_type, config)
 }
@@ -161,6 +175,8 @@ mod tests {
                 bind_address: None,
                 bind_port: 0,
                 syslog_facility: SyslogFacility::Daemon,
+                client_hook: None,
+                max_peers: DEFAULT_MAX_PEERS,
             }
         );
     }

@@ -43,9 +43,11 @@ pub(crate) enum Directive {
     SyslogFacility,
     ServerBindAddress,
     ServerBindAddress2,
+    ClientHook,
+    MaxPeers,
 }
 
-const TABLE: [(Directive, &str, Scope); 11] = [
+const TABLE: [(Directive, &str, Scope); 13] = [
     (Directive::RelayType, "RelayType", Scope::ClientRelayFile),
     (Directive::ServerAddress, "ServerAddress", Scope::ClientOnly),
     (Directive::ServerAddress2, "ServerAddress2", Scope::ClientOnly),
@@ -57,6 +59,9 @@ const TABLE: [(Directive, &str, Scope); 11] = [
     (Directive::SyslogFacility, "SyslogFacility", Scope::Everywhere),
     (Directive::ServerBindAddress, "ServerBindAddress", Scope::ServerFile),
     (Directive::ServerBindAddress2, "ServerBindAddress2", Scope::ServerFile),
+    // teredo's own directives (not in Miredo 1.2.6).
+    (Directive::ClientHook, "ClientHook", Scope::ClientOnly),
+    (Directive::MaxPeers, "MaxPeers", Scope::ClientRelayFile),
 ];
 
 impl Directive {

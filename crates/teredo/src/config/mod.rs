@@ -33,7 +33,7 @@ mod syslog;
 mod value;
 
 pub use client::{
-    ClientRelayConfig, ClientRelayOverrides, parse_client_relay, parse_client_relay_bytes,
+    ClientRelayConfig, ClientRelayOverrides, DEFAULT_MAX_PEERS, parse_client_relay, parse_client_relay_bytes,
     parse_client_relay_with,
 };
 pub use diagnostic::{Diagnostic, Severity};

@@ -35,6 +35,12 @@ pub enum ValueError {
          news, syslog, user or uucp"
     )]
     SyslogFacility,
+    /// A number of peers outside 1..=16,777,216.
+    #[error("a number of peers from 1 to 16777216")]
+    MaxPeers,
+    /// Not an absolute path.
+    #[error("not an absolute path")]
+    NotAbsolutePath,
     /// Not a name the kernel accepts for a network interface.
     #[error(
         "an interface name has 1 to 15 printable ASCII characters, is not \".\" nor \"..\" \
@@ -47,6 +53,30 @@ pub enum ValueError {
 /// whole token was used and that the value is at most 65535: `0x` or `0X` introduces
 /// hexadecimal, a leading `0` octal, anything else is decimal. Signs are refused.
 pub(crate) fn parse_u16(s: &str) -> Result<u16, ValueError> {
+    parse_unsigned(s, u64::from(u16::MAX)).map(|v| v as u16)
+}
+
+/// The largest `MaxPeers`: 2^24 peers.
+pub const MAX_MAX_PEERS: u32 = 1 << 24;
+
+/// Parses `MaxPeers` (a teredo directive; Miredo's limit is fixed at 1,048,576 with
+/// libJudy): an integer as [`parse_u16`], from 1 to [`MAX_MAX_PEERS`].
+pub(crate) fn parse_max_peers(s: &str) -> Result<u32, ValueError> {
+    match parse_unsigned(s, u64::from(MAX_MAX_PEERS)) {
+        Ok(0) | Err(ValueError::TooLarge) => Err(ValueError::MaxPeers),
+        Ok(v) => Ok(v as u32),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses `ClientHook` (a teredo directive): the absolute path of a Miredo-style hook
+/// script, such as `/etc/miredo/client-hook`.
+pub(crate) fn parse_hook_path(s: &str) -> Result<std::path::PathBuf, ValueError> {
+    if s.starts_with('/') { Ok(s.into()) } else { Err(ValueError::NotAbsolutePath) }
+}
+
+/// `strtoul(s, &end, 0)` with the whole token used and a maximum.
+fn parse_unsigned(s: &str, max: u64) -> Result<u64, ValueError> {
     let (digits, radix) = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         (hex, 16)
     } else if let Some(octal) = s.strip_prefix('0').filter(|rest| !rest.is_empty()) {
@@ -57,19 +87,19 @@ pub(crate) fn parse_u16(s: &str) -> Result<u16, ValueError> {
     if digits.is_empty() {
         return Err(ValueError::NotAnInteger);
     }
-    let mut value: u32 = 0;
+    let mut value: u64 = 0;
     let mut too_large = false;
     for c in digits.chars() {
         let digit = c.to_digit(radix).ok_or(ValueError::NotAnInteger)?;
         if !too_large {
-            value = value * radix + digit;
-            too_large = value > u32::from(u16::MAX);
+            value = value * u64::from(radix) + u64::from(digit);
+            too_large = value > max;
         }
     }
     if too_large {
         return Err(ValueError::TooLarge);
     }
-    u16::try_from(value).map_err(|_| ValueError::TooLarge)
+    Ok(value)
 }
 
 /// The IPv6 minimum link MTU (RFC 8200 §5), also the default `InterfaceMTU`.
