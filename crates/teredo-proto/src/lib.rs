@@ -13,6 +13,10 @@
 //! - [`nonce`]: keyed tokens (RS nonces, echo-test tokens, bubble tokens);
 //! - [`time`]: the instants the caller passes in;
 //! - [`client`]: the client's qualification and maintenance (RFC 4380 §5.2.1, §5.2.5);
+//! - [`peers`]: the list of recent peers shared by the client and the relay, with its
+//!   packet queues (RFC 4380 §5.2, §5.2.6, §5.4);
+//! - [`tunnel`]: the data path of a client and of a relay (RFC 4380 §5.2.3, §5.2.4,
+//!   §5.2.6, §5.2.9, §5.4.1, §5.4.2; RFC 5991 §3.2);
 //! - [`server`]: the Teredo server (RFC 4380 §5.3, RFC 5991 §3.2).
 
 #![warn(missing_docs)]
@@ -23,6 +27,8 @@ pub mod client;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod nonce;
+pub mod peers;
 pub mod server;
 pub mod time;
+pub mod tunnel;
 pub mod wire;

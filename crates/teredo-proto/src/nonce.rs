@@ -128,6 +128,15 @@ impl TokenKey {
         constant_time_eq(&expected, data)
     }
 
+    /// A 128-bit key for a keyed hash (such as the peer table's SipHash), derived from
+    /// this key and a `label` that tells its uses apart.
+    pub fn hash_key(&self, label: &str) -> [u8; 16] {
+        let t = self.tag(b"teredo hash key", &[label.as_bytes()]);
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&t[..16]);
+        k
+    }
+
     /// The nonce of an RFC 6081 §4.2 trailer in bubbles for `peer`.
     pub fn bubble_nonce(&self, peer: &Ipv6Addr) -> [u8; 4] {
         let t = self.tag(b"teredo bubble nonce", &[&peer.octets()]);

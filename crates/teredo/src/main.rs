@@ -8,6 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = teredo::cli::Cli::parse();
-    let status = teredo::cli::run(&cli, &mut io::stdout().lock(), &mut io::stderr().lock());
+    // Not locked: the daemons log to stderr from several threads.
+    let status = teredo::cli::run(&cli, &mut io::stdout(), &mut io::stderr());
     ExitCode::from(status)
 }

@@ -3,6 +3,7 @@
 //! every builder/parser pair, and the replay of the fuzz corpora.
 
 mod corpus;
+mod interop;
 mod known_answers;
 mod pcap;
 mod properties;

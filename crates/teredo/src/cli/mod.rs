@@ -49,6 +49,13 @@ pub enum Command {
     /// InterfaceMTU, SyslogFacility), binds UDP port 3544 on both addresses, then drops root
     /// for the unprivileged user. Detaches unless -f is given.
     Server(crate::daemon::server::ServerArgs),
+    /// Run a Teredo client or relay (RFC 4380 §5.2, §5.4), like miredo.
+    ///
+    /// Reads miredo.conf: RelayType client (the default) qualifies with ServerAddress and
+    /// configures the tunnel interface with the Teredo address; RelayType cone or
+    /// restricted runs a relay for Prefix (2001::/32). Detaches unless -f is given; the
+    /// packet path runs as the unprivileged user.
+    Run(crate::daemon::run::RunArgs),
 }
 
 /// Runs the subcommand, writing results to `out` and problems to `err`, and returns the
@@ -58,6 +65,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::CheckConfig(args) => check_config::run(args, out, err),
         Command::Address(args) => address::run(args, out, err),
         Command::Server(args) => Ok(crate::daemon::server::run(args)),
+        Command::Run(args) => Ok(crate::daemon::run::run(args)),
     };
     result.unwrap_or(EXIT_FAILURE)
 }

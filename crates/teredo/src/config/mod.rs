@@ -43,7 +43,7 @@ pub use prefix::ServicePrefix;
 pub use relay_type::RelayType;
 pub use server::{ServerConfig, ServerOverrides, parse_server, parse_server_bytes, parse_server_with};
 pub use syslog::SyslogFacility;
-pub use value::{MAX_INTERFACE_NAME, MIN_MTU, ValueError};
+pub use value::{MAX_INTERFACE_NAME, MAX_MAX_PEERS, MIN_MTU, ValueError};
 
 /// The default `miredo.conf` path (Miredo with `--sysconfdir=/etc`, miredo-facts §1.2).
 pub const DEFAULT_CLIENT_RELAY_FILE: &str = "/etc/miredo/miredo.conf";

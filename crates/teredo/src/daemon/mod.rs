@@ -6,6 +6,7 @@ pub mod detach;
 pub mod logging;
 pub mod pidfile;
 pub mod resolve;
+pub mod run;
 pub mod server;
 pub mod signals;
 

@@ -26,3 +26,19 @@ pub fn ipv4(host: &Host) -> Result<Ipv4Addr, String> {
     }
     Ok(a)
 }
+
+/// The IPv4 address of a local `host` (Miredo's `BindAddress`): any address, private
+/// ones included.
+pub fn any_ipv4(host: &Host) -> Result<Ipv4Addr, String> {
+    match host {
+        Host::Ipv4(a) => Ok(*a),
+        Host::Name(name) => (name.as_str(), 0)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {name}: {e}"))?
+            .find_map(|s| match s.ip() {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .ok_or_else(|| format!("{name} has no IPv4 address")),
+    }
+}

@@ -1,0 +1,729 @@
+//! The list of recent Teredo peers (RFC 4380 §5.2 "list of recent Teredo peers", §5.2.3,
+//! §5.2.4, §5.2.6, §5.4), shared by the client and the relay: for each peer, its IPv6
+//! address, its mapped IPv4 address and port, whether that mapping is trusted, the dates
+//! of the last reception and of the last bubble or echo test sent, the number of those
+//! sent, and a queue of packets waiting for the mapping.
+//!
+//! # Shape
+//!
+//! An open-addressing hash table with linear probing, Robin Hood insertion and
+//! backward-shift deletion, holding the entries inline: one [`Peer`] of 40 bytes per slot
+//! and `max_peers × 8/7` slots (a load of at most 7/8), so 45.7 bytes per peer at full
+//! capacity; Miredo's list costs about 110. A lookup hashes the address once (SipHash-1-3
+//! under a secret key, see [`PeerHasher`]) and reads one or two adjacent cache lines, so
+//! its cost barely grows from a thousand to a million peers. Nothing is allocated on the
+//! lookup path; the slots are allocated zeroed once, so the memory of slots never written
+//! is not committed by the operating system.
+//!
+//! The packet queues live beside the slots (see [`Queued`]), bounded per peer and
+//! globally in bytes.
+//!
+//! # Limits and expiry
+//!
+//! - The table holds at most `max_peers` entries (Miredo's `MAX_PEERS`, 2^20 by default).
+//!   When it is full a new peer is refused and counted; existing peers keep working.
+//! - A peer's mapping is *valid* while its last reception is less than 30 s old (RFC 4380
+//!   §5.2.4).
+//! - An entry not used in either direction for the idle timeout (30 s) is removed between
+//!   30 and 60 s after its last use, as Miredo's two-generation list does. The removal is
+//!   an incremental sweep: every slot is visited once per idle timeout, a bounded batch of
+//!   slots per [`PeerTable::handle_timeout`], so expiry costs O(1) per peer and never an
+//!   O(n) pause. (An entry moved backward past the sweep by a deletion may wait one more
+//!   round.)
+//! - Times are stored as 32-bit milliseconds, which wrap after 49 days; the sweep keeps
+//!   every stored date within an hour of the present so that no comparison ever sees a
+//!   wrapped value. A call to `handle_timeout` more than an hour after the previous one
+//!   (a suspended machine, a clock jump) empties the table, whose entries would all have
+//!   expired anyway.
+//!
+//! # Threads and sharding
+//!
+//! The table is single-threaded (`&mut self`). The I/O layer runs one table per shard,
+//! each inside its own data-path instance behind its own lock (or owned by one worker),
+//! and sends each packet to the shard [`PeerHasher::shard`] picks for the peer's address
+//! (the inner IPv6 source of a datagram, the inner destination of a TUN packet), with a
+//! hasher under a key of its own. Both directions of one peer then meet in one shard and
+//! one table, and the limits above apply per shard (divide `max_peers` and the queue
+//! budget by the number of shards).
+
+mod hash;
+mod queue;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Duration;
+
+use zerocopy::{FromZeros, KnownLayout};
+
+use crate::time::Instant;
+
+pub use hash::PeerHasher;
+pub use queue::{PACKET_OVERHEAD, QueueError, Queued, Released};
+
+use hash::reduce;
+use queue::Queues;
+
+/// The default number of peers: 2^20, Miredo's `MAX_PEERS` with libJudy.
+pub const DEFAULT_MAX_PEERS: usize = 1 << 20;
+/// The default per-peer queue budget in bytes of packet data (Miredo's 1280).
+pub const DEFAULT_QUEUE_BYTES_PER_PEER: usize = 1280;
+/// The default global queue budget in bytes (packet data plus [`PACKET_OVERHEAD`] per
+/// packet): 4 MiB.
+pub const DEFAULT_QUEUE_BYTES_TOTAL: usize = 4 << 20;
+/// How long a peer's mapping stays valid after its last reception (RFC 4380 §5.2.4).
+pub const VALIDITY: Duration = Duration::from_secs(30);
+/// The default idle timeout: an entry unused for this long is removed by the next visit of
+/// the sweep (Miredo's `expiration`, 30 s).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least spacing of bubbles (or echo tests) to one peer (RFC 4380 §5.2.6).
+pub const PROBE_SPACING: Duration = Duration::from_secs(2);
+/// How many bubbles (or echo tests) may go unanswered (RFC 4380 §5.2.6: 4 in 300 s;
+/// §5.2.4 case 2: the test "repeated up to 3 times").
+pub const MAX_PROBES: u8 = 4;
+/// The window of [`MAX_PROBES`] (RFC 4380 §5.2.6).
+pub const PROBE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Slots visited by one step of the expiry sweep.
+const SWEEP_BATCH: usize = 8192;
+/// The largest value of a slot's probe byte (displacement + 1).
+const MAX_PROBE: u8 = 254;
+/// Dates older than this are pulled forward to it by the sweep (see the module comment).
+const LONG_AGO_MS: u32 = 3_600_000;
+/// A gap between two calls to `handle_timeout` after which the table is emptied.
+const CLOCK_JUMP: Duration = Duration::from_secs(3600);
+
+/// The limits of a table (Miredo's `MaxPeers` and queue size, and our global budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Most entries held; at least 1.
+    pub max_peers: usize,
+    /// Most bytes of packets queued for one peer.
+    pub queue_bytes_per_peer: usize,
+    /// Most bytes queued for all peers together, [`PACKET_OVERHEAD`] per packet included.
+    pub queue_bytes_total: usize,
+    /// How long an unused entry is kept, at least (it goes within twice this).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            max_peers: DEFAULT_MAX_PEERS,
+            queue_bytes_per_peer: DEFAULT_QUEUE_BYTES_PER_PEER,
+            queue_bytes_total: DEFAULT_QUEUE_BYTES_TOTAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The table could not be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot allocate a peer table of {slots} slots")]
+pub struct AllocationFailed {
+    /// The number of slots asked for.
+    pub slots: usize,
+}
+
+/// A new peer was refused: the table holds `max_peers` entries (or, with a negligible
+/// probability under a keyed hash, the new entry's probe run would be too long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the peer table is full")]
+pub struct TableFull;
+
+/// What the bubble and echo-test rules of RFC 4380 §5.2.6 allow now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// Send one now (then call [`Peer::record_probe`]).
+    Send,
+    /// The last one went less than [`PROBE_SPACING`] ago and may still be answered: send
+    /// nothing before this instant.
+    Wait(Instant),
+    /// [`MAX_PROBES`] went unanswered (the last one more than [`PROBE_SPACING`] ago) in
+    /// the last [`PROBE_WINDOW`]: the peer is unreachable for now.
+    Exhausted,
+}
+
+/// One entry of the list of recent peers (RFC 4380 §5.2), 40 bytes.
+///
+/// Dates are kept as 32-bit milliseconds of [`Instant`] (wrapping, see the module
+/// comment); every method takes the present instant.
+#[derive(Clone, Copy, FromZeros, KnownLayout)]
+#[repr(C)]
+pub struct Peer {
+    address: [u8; 16],
+    mapped_addr: [u8; 4],
+    /// "The date and time of the last reception from the peer."
+    last_rx: u32,
+    /// The last use of the entry in either direction, for expiry.
+    last_used: u32,
+    /// "The date and time of the last transmission to the peer", as RFC 4380 §5.2.6 uses
+    /// it: the last bubble or echo test sent.
+    last_probe: u32,
+    /// Queue handle, 0 for none.
+    queue: u32,
+    mapped_port: u16,
+    /// Bit 0: trusted. Bits 1 to 3: bubbles or echo tests sent without an answer.
+    state: u8,
+    /// Displacement from the home slot plus one; 0 for an empty slot.
+    probe: u8,
+}
+
+const TRUSTED: u8 = 1;
+const PROBES_SHIFT: u8 = 1;
+const PROBES_MASK: u8 = 0b1110;
+
+#[inline(always)]
+fn stamp(now: Instant) -> u32 {
+    (now.as_micros() / 1000) as u32
+}
+
+#[inline(always)]
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl core::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Peer")
+            .field("address", &self.address())
+            .field("mapping", &self.stored_mapping())
+            .field("trusted", &self.is_trusted())
+            .field("probes", &self.probes())
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl Peer {
+    const EMPTY: Self = Self {
+        address: [0; 16],
+        mapped_addr: [0; 4],
+        last_rx: 0,
+        last_used: 0,
+        last_probe: 0,
+        queue: 0,
+        mapped_port: 0,
+        state: 0,
+        probe: 0,
+    };
+
+    /// A new entry as RFC 4380 §5.2.3 and §5.2.6 create them: not trusted, no mapping, last
+    /// reception and last transmission 30 s before `now`, no bubble sent.
+    fn new(address: [u8; 16], now: Instant) -> Self {
+        let t = stamp(now);
+        let before = t.wrapping_sub(ms(VALIDITY));
+        Self { address, last_rx: before, last_used: t, last_probe: before, ..Self::EMPTY }
+    }
+
+    /// The peer's IPv6 address.
+    pub fn address(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.address)
+    }
+
+    /// Whether the mapping is trusted (RFC 4380 §5.2 "the status of the mapped address").
+    pub fn is_trusted(&self) -> bool {
+        self.state & TRUSTED != 0
+    }
+
+    /// The trusted mapping: the peer's IPv4 address and UDP port, `None` while untrusted.
+    pub fn mapping(&self) -> Option<SocketAddrV4> {
+        self.is_trusted().then(|| self.stored_mapping())
+    }
+
+    fn stored_mapping(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(self.mapped_addr), self.mapped_port)
+    }
+
+    /// Whether the last reception is less than [`VALIDITY`] old (RFC 4380 §5.2.4).
+    #[inline]
+    pub fn is_valid(&self, now: Instant) -> bool {
+        stamp(now).wrapping_sub(self.last_rx) < ms(VALIDITY)
+    }
+
+    /// The mapping to send to when the entry is trusted and valid (RFC 4380 §5.2.4 case 1,
+    /// §5.4.1 case 1): the fast path.
+    #[inline]
+    pub fn trusted_mapping(&self, now: Instant) -> Option<SocketAddrV4> {
+        (self.is_trusted() && self.is_valid(now)).then(|| self.stored_mapping())
+    }
+
+    /// Whether a trusted mapping equals `from`.
+    #[inline]
+    pub fn is_trusted_from(&self, from: SocketAddrV4) -> bool {
+        self.is_trusted() && self.mapped_addr == from.ip().octets() && self.mapped_port == from.port()
+    }
+
+    /// Marks the mapping `mapping` trusted after a verified reception at `now` (RFC 4380
+    /// §5.2.3 cases 1 to 3, §5.4.2): last reception now, bubble count zero.
+    pub fn trust(&mut self, now: Instant, mapping: SocketAddrV4) {
+        self.mapped_addr = mapping.ip().octets();
+        self.mapped_port = mapping.port();
+        self.state = TRUSTED;
+        self.received(now);
+    }
+
+    /// Records a verified reception at `now`: the entry is used, its last reception is now
+    /// and the bubbles sent so far are answered.
+    #[inline]
+    pub fn received(&mut self, now: Instant) {
+        let t = stamp(now);
+        self.last_rx = t;
+        self.last_used = t;
+        self.state &= !PROBES_MASK;
+    }
+
+    /// Records a use of the entry at `now` (keeps it from expiring).
+    #[inline]
+    pub fn used(&mut self, now: Instant) {
+        self.last_used = stamp(now);
+    }
+
+    /// How long ago the last reception was.
+    pub fn since_reception(&self, now: Instant) -> Duration {
+        Duration::from_millis(u64::from(stamp(now).wrapping_sub(self.last_rx)))
+    }
+
+    /// Bubbles or echo tests sent without an answer.
+    pub fn probes(&self) -> u8 {
+        (self.state & PROBES_MASK) >> PROBES_SHIFT
+    }
+
+    /// Whether packets are queued for the peer.
+    pub fn has_queue(&self) -> bool {
+        self.queue != 0
+    }
+
+    /// What RFC 4380 §5.2.6 allows: no bubble less than 2 s after the previous one, and
+    /// none after 4 without an answer in the last 300 s (Miredo: counted from the last
+    /// one, after which the count starts over). The peer counts as unreachable only once
+    /// the 2 s after the fourth have passed without an answer.
+    pub fn check_probe(&self, now: Instant) -> ProbeCheck {
+        let probes = self.probes();
+        if probes == 0 {
+            return ProbeCheck::Send;
+        }
+        let since = stamp(now).wrapping_sub(self.last_probe);
+        if since < ms(PROBE_SPACING) {
+            let wait = u64::from(ms(PROBE_SPACING) - since);
+            return ProbeCheck::Wait(now + Duration::from_millis(wait));
+        }
+        if probes >= MAX_PROBES && since < ms(PROBE_WINDOW) {
+            return ProbeCheck::Exhausted;
+        }
+        ProbeCheck::Send
+    }
+
+    /// Records a bubble or echo test sent at `now` ("the client MUST update the last
+    /// transmission date ... and increment the number of transmitted bubbles").
+    pub fn record_probe(&mut self, now: Instant) {
+        let probes = match self.probes() {
+            p if p >= MAX_PROBES => 1,
+            p => p + 1,
+        };
+        self.state = (self.state & !PROBES_MASK) | (probes << PROBES_SHIFT);
+        let t = stamp(now);
+        self.last_probe = t;
+        self.last_used = t;
+    }
+}
+
+/// Counters of a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Entries created.
+    pub inserted: u64,
+    /// New entries refused because the table was full.
+    pub refused_full: u64,
+    /// Entries removed by the sweep after the idle timeout.
+    pub expired: u64,
+    /// Entries removed by [`PeerTable::remove`].
+    pub removed: u64,
+    /// Times the table was emptied ([`PeerTable::reset`], a clock jump).
+    pub resets: u64,
+    /// Packets queued.
+    pub queued: u64,
+    /// Packets refused by a full per-peer queue.
+    pub queue_peer_full: u64,
+    /// Packets refused by the exhausted global queue budget.
+    pub queue_budget_full: u64,
+    /// Queued packets dropped (their peer expired or was removed, its queue discarded, or
+    /// the table emptied).
+    pub queue_discarded: u64,
+    /// Queued packets handed out by [`PeerTable::pop_released`].
+    pub queue_released: u64,
+    /// Released packets dropped because the caller's buffer was too small.
+    pub queue_too_big: u64,
+}
+
+/// The expiry sweep's position and schedule.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    cursor: usize,
+    next: Instant,
+    interval: Duration,
+    last_call: Instant,
+}
+
+/// The list of recent peers (see the module comment).
+pub struct PeerTable {
+    slots: Box<[Peer]>,
+    len: usize,
+    limits: PeerLimits,
+    hasher: PeerHasher,
+    queues: Queues,
+    sweep: Sweep,
+    stats: PeerStats,
+}
+
+impl core::fmt::Debug for PeerTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerTable")
+            .field("len", &self.len)
+            .field("slots", &self.slots.len())
+            .field("limits", &self.limits)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The number of slots for `max_peers` entries: a load of at most 7/8.
+pub fn slots_for(max_peers: usize) -> usize {
+    max_peers + max_peers.div_ceil(7) + 1
+}
+
+fn allocate(slots: usize) -> Result<Box<[Peer]>, AllocationFailed> {
+    <[Peer]>::new_box_zeroed_with_elems(slots).map_err(|_| AllocationFailed { slots })
+}
+
+impl PeerTable {
+    /// An empty table with these limits, hashing addresses under `hash_key` (16 secret
+    /// random bytes; see [`crate::nonce::TokenKey::hash_key`]). `now` starts the sweep.
+    pub fn new(limits: PeerLimits, hash_key: [u8; 16], now: Instant) -> Result<Self, AllocationFailed> {
+        let limits = PeerLimits {
+            max_peers: limits.max_peers.clamp(1, u32::MAX as usize / 2),
+            idle_timeout: limits.idle_timeout.max(Duration::from_secs(1)),
+            ..limits
+        };
+        let slots = allocate(slots_for(limits.max_peers))?;
+        let steps = slots.len().div_ceil(SWEEP_BATCH).max(1) as u32;
+        let interval = limits.idle_timeout / steps;
+        Ok(Self {
+            slots,
+            len: 0,
+            limits,
+            hasher: PeerHasher::new(hash_key),
+            queues: Queues::new(limits.queue_bytes_per_peer, limits.queue_bytes_total),
+            sweep: Sweep { cursor: 0, next: now + interval, interval, last_call: now },
+            stats: PeerStats::default(),
+        })
+    }
+
+    /// The limits in use (`max_peers` at least 1, idle timeout at least 1 s).
+    pub fn limits(&self) -> &PeerLimits {
+        &self.limits
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of slots (`max_peers × 8/7`, rounded up).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The bytes of the slots: the table's whole fixed memory.
+    pub fn slot_bytes(&self) -> usize {
+        self.slots.len() * size_of::<Peer>()
+    }
+
+    /// The bytes of slots per peer at full capacity (45.7 for any large `max_peers`). The
+    /// queues add at most `queue_bytes_total` on top, whatever the number of peers.
+    pub fn bytes_per_peer(&self) -> f64 {
+        self.slot_bytes() as f64 / self.limits.max_peers as f64
+    }
+
+    /// Bytes now charged to the global queue budget.
+    pub fn queued_bytes(&self) -> usize {
+        self.queues.charged()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PeerStats {
+        let q = &self.queues.counts;
+        PeerStats {
+            queued: q.queued,
+            queue_peer_full: q.peer_full,
+            queue_budget_full: q.budget_full,
+            queue_discarded: q.discarded,
+            queue_released: q.released,
+            queue_too_big: q.too_big,
+            ..self.stats
+        }
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8; 16]) -> Option<usize> {
+        let n = self.slots.len();
+        let mut i = reduce(self.hasher.hash_octets(key), n);
+        let mut p = 1u8;
+        loop {
+            let s = self.slots.get(i)?;
+            if s.probe < p {
+                return None;
+            }
+            if s.probe == p && s.address == *key {
+                return Some(i);
+            }
+            if p == MAX_PROBE {
+                return None;
+            }
+            p += 1;
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+    }
+
+    /// The entry for `addr`.
+    #[inline]
+    pub fn get(&self, addr: &Ipv6Addr) -> Option<&Peer> {
+        let i = self.find(&addr.octets())?;
+        self.slots.get(i)
+    }
+
+    /// The entry for `addr`, to update.
+    #[inline]
+    pub fn get_mut(&mut self, addr: &Ipv6Addr) -> Option<&mut Peer> {
+        let i = self.find(&addr.octets())?;
+        self.slots.get_mut(i)
+    }
+
+    /// Whether there is an entry for `addr`.
+    pub fn contains(&self, addr: &Ipv6Addr) -> bool {
+        self.find(&addr.octets()).is_some()
+    }
+
+    /// The entry for `addr`, created (untrusted, see [`Peer`]) if there was none; the flag
+    /// says whether it is new. A new entry is refused when the table is full.
+    pub fn get_or_insert(&mut self, addr: &Ipv6Addr, now: Instant) -> Result<(&mut Peer, bool), TableFull> {
+        let key = addr.octets();
+        if let Some(i) = self.find(&key) {
+            return self.slots.get_mut(i).map(|p| (p, false)).ok_or(TableFull);
+        }
+        if self.len >= self.limits.max_peers {
+            self.stats.refused_full += 1;
+            return Err(TableFull);
+        }
+        let Some(i) = self.insert_new(Peer::new(key, now)) else {
+            self.stats.refused_full += 1;
+            return Err(TableFull);
+        };
+        self.len += 1;
+        self.stats.inserted += 1;
+        self.slots.get_mut(i).map(|p| (p, true)).ok_or(TableFull)
+    }
+
+    /// Robin Hood insertion of an entry known to be absent; returns its slot, or `None`
+    /// when some entry would end up more than `MAX_PROBE - 1` slots from its home (then
+    /// nothing is changed).
+    fn insert_new(&mut self, mut entry: Peer) -> Option<usize> {
+        let n = self.slots.len();
+        let home = reduce(self.hasher.hash_octets(&entry.address), n);
+        // Dry run: check every displaced entry fits before moving any. There is always an
+        // empty slot (len < max_peers < n), so both loops end within n steps.
+        let mut i = home;
+        let mut p = 1u8;
+        loop {
+            let s = self.slots.get(i)?.probe;
+            if s == 0 {
+                break;
+            }
+            let carried = p.min(s);
+            if carried >= MAX_PROBE {
+                return None;
+            }
+            p = carried + 1;
+            i = if i + 1 == n { 0 } else { i + 1 };
+        }
+        entry.probe = 1;
+        let mut i = home;
+        let mut at = None;
+        loop {
+            let s = self.slots.get_mut(i)?;
+            if s.probe == 0 {
+                *s = entry;
+                return Some(at.unwrap_or(i));
+            }
+            if s.probe < entry.probe {
+                core::mem::swap(s, &mut entry);
+                at.get_or_insert(i);
+            }
+            entry.probe += 1;
+            i = if i + 1 == n { 0 } else { i + 1 };
+        }
+    }
+
+    /// Removes the entry for `addr` and drops its queued packets; returns whether there
+    /// was one.
+    pub fn remove(&mut self, addr: &Ipv6Addr) -> bool {
+        match self.find(&addr.octets()) {
+            Some(i) => {
+                self.remove_at(i);
+                self.stats.removed += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Backward-shift deletion of slot `i`.
+    fn remove_at(&mut self, mut i: usize) {
+        let n = self.slots.len();
+        let Some(&victim) = self.slots.get(i) else { return };
+        if victim.queue != 0 {
+            self.queues.discard(victim.queue, |_, _| {});
+        }
+        loop {
+            let j = if i + 1 == n { 0 } else { i + 1 };
+            let Some(&next) = self.slots.get(j) else { return };
+            let Some(slot) = self.slots.get_mut(i) else { return };
+            if next.probe <= 1 {
+                *slot = Peer::EMPTY;
+                break;
+            }
+            *slot = Peer { probe: next.probe - 1, ..next };
+            i = j;
+        }
+        self.len -= 1;
+    }
+
+    /// Queues `packet` for `addr` (RFC 4380 §5.2.4, §5.2.3 case 6, §5.4.1), within the
+    /// per-peer and global budgets.
+    pub fn enqueue(&mut self, addr: &Ipv6Addr, queued: Queued, packet: &[u8]) -> Result<(), QueueError> {
+        let key = addr.octets();
+        let i = self.find(&key).ok_or(QueueError::NoPeer)?;
+        let slot = self.slots.get_mut(i).ok_or(QueueError::NoPeer)?;
+        self.queues.enqueue(&mut slot.queue, &key, queued, packet)
+    }
+
+    /// Number of packets and of bytes queued for `addr` (not counting released ones).
+    pub fn queue_len(&self, addr: &Ipv6Addr) -> (usize, usize) {
+        self.get(addr).map_or((0, 0), |p| self.queues.len_of(p.queue))
+    }
+
+    /// Detaches the queue of `addr` and appends it to the released packets, to be sent to
+    /// (or, for inbound packets, checked against) `mapping` in arrival order by
+    /// [`PeerTable::pop_released`] ("any packet queued for this IPv6 peer should be
+    /// de-queued and forwarded", RFC 4380 §5.2.3). Returns the number of packets.
+    pub fn release_queue(&mut self, addr: &Ipv6Addr, mapping: SocketAddrV4) -> usize {
+        let Some(p) = self.get_mut(addr) else { return 0 };
+        let handle = core::mem::take(&mut p.queue);
+        if handle == 0 {
+            return 0;
+        }
+        self.queues.release(handle, mapping)
+    }
+
+    /// Drops the queue of `addr`, calling `f` on each packet, oldest first (to answer it
+    /// with an ICMPv6 error); returns the number of packets.
+    pub fn discard_queue(&mut self, addr: &Ipv6Addr, f: impl FnMut(&[u8], Queued)) -> usize {
+        let Some(p) = self.get_mut(addr) else { return 0 };
+        let handle = core::mem::take(&mut p.queue);
+        self.queues.discard(handle, f)
+    }
+
+    /// Writes the next released packet into `buf`: the oldest packet of the oldest
+    /// released queue. Packets longer than `buf` are dropped (and counted).
+    pub fn pop_released(&mut self, buf: &mut [u8]) -> Option<Released> {
+        self.queues.pop_released(buf)
+    }
+
+    /// Whether released packets wait for [`PeerTable::pop_released`].
+    pub fn has_released(&self) -> bool {
+        self.queues.has_released()
+    }
+
+    /// Empties the table and every queue (a client's new address, RFC 4380 §5.2.5, as
+    /// Miredo does). The slots are allocated again zeroed when possible, so the pages of
+    /// the old ones are given back instead of written.
+    pub fn reset(&mut self, now: Instant) {
+        if self.len != 0 {
+            match allocate(self.slots.len()) {
+                Ok(fresh) => self.slots = fresh,
+                Err(_) => self.slots.fill(Peer::EMPTY),
+            }
+        }
+        self.len = 0;
+        self.queues.clear();
+        self.stats.resets += 1;
+        self.sweep.cursor = 0;
+        self.sweep.next = now + self.sweep.interval;
+        self.sweep.last_call = now;
+    }
+
+    /// When [`PeerTable::handle_timeout`] has work: the next step of the sweep.
+    pub fn poll_timeout(&self) -> Instant {
+        self.sweep.next
+    }
+
+    /// Runs the sweep step due at `now`, if any: visits a bounded batch of slots, removes
+    /// the entries unused for the idle timeout and pulls old dates forward.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now.saturating_since(self.sweep.last_call) > CLOCK_JUMP {
+            self.reset(now);
+            return;
+        }
+        self.sweep.last_call = now;
+        if now < self.sweep.next {
+            return;
+        }
+        self.sweep_step(now);
+        // One step per call: a late caller is called back at once and catches up in
+        // bounded steps.
+        self.sweep.next = self.sweep.next + self.sweep.interval;
+    }
+
+    /// Visits the next [`SWEEP_BATCH`] slots (and removes at most twice as many expired
+    /// entries, which a removal can shift into a visited slot).
+    fn sweep_step(&mut self, now: Instant) {
+        let t = stamp(now);
+        let idle = ms(self.limits.idle_timeout);
+        let n = self.slots.len();
+        let mut visits = 0;
+        let mut removals = 0;
+        while visits < SWEEP_BATCH.min(n) && removals < 2 * SWEEP_BATCH {
+            let i = self.sweep.cursor.min(n - 1);
+            let Some(s) = self.slots.get_mut(i) else { break };
+            if s.probe != 0 {
+                if t.wrapping_sub(s.last_used) >= idle {
+                    self.remove_at(i);
+                    self.stats.expired += 1;
+                    removals += 1;
+                    continue; // an entry may have moved into slot i
+                }
+                if t.wrapping_sub(s.last_rx) > LONG_AGO_MS {
+                    s.last_rx = t.wrapping_sub(LONG_AGO_MS);
+                }
+                if t.wrapping_sub(s.last_probe) > LONG_AGO_MS {
+                    s.last_probe = t.wrapping_sub(LONG_AGO_MS);
+                }
+            }
+            visits += 1;
+            self.sweep.cursor = if i + 1 == n { 0 } else { i + 1 };
+        }
+    }
+
+    /// Every entry, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.slots.iter().filter(|p| p.probe != 0)
+    }
+}

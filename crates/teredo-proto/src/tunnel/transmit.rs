@@ -1,0 +1,110 @@
+//! Packets read from the TUN: a client's packet transmission (RFC 4380 §5.2.4, with the
+//! direct IPv6 connectivity test of §5.2.9 and the bubbles of §5.2.6) and a relay's
+//! transmission to Teredo clients (§5.4.1), the peers' cone bit ignored (RFC 5991 §3.2).
+
+use std::net::Ipv6Addr;
+
+use zerocopy::FromBytes;
+
+use super::{DropReason, Role, TunVerdict, Tunnel};
+use crate::address::{TeredoAddress, is_global_unicast};
+use crate::peers::{ProbeCheck, QueueError, Queued};
+use crate::time::Instant;
+use crate::wire::icmpv6::{UNREACH_ADDRESS, UNREACH_ADMIN_PROHIBITED};
+use crate::wire::ipv6::Ipv6Header;
+
+impl Tunnel {
+    /// Decides what to do with an IPv6 packet read from the TUN (see the module comment):
+    /// send it unchanged to a trusted peer's mapping, queue it, or drop it. Bubbles, echo
+    /// tests and errors it causes come out of [`Tunnel::poll_transmit`].
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) -> TunVerdict {
+        let Ok((h, _)) = Ipv6Header::ref_from_prefix(packet) else {
+            return self.drop_tun(DropReason::Malformed);
+        };
+        if h.version() != 6 {
+            return self.drop_tun(DropReason::Malformed);
+        }
+        let dst = h.dst();
+        if dst.is_multicast() {
+            return self.drop_tun(DropReason::Multicast);
+        }
+        if self.role == Role::Client && self.link.is_none() {
+            self.unreachable(now, UNREACH_ADDRESS, packet);
+            return self.drop_tun(DropReason::NotQualified);
+        }
+        // Case 1 (RFC 4380 §5.2.4, §5.4.1): a trusted peer with a valid mapping.
+        if let Some(p) = self.peers.get_mut(&dst)
+            && let Some(mapping) = p.trusted_mapping(now)
+        {
+            p.used(now);
+            self.stats.sent += 1;
+            return TunVerdict::Send { dst: mapping };
+        }
+        self.transmit_slow(now, h, packet)
+    }
+
+    fn drop_tun(&mut self, r: DropReason) -> TunVerdict {
+        self.count(r);
+        TunVerdict::Drop(r)
+    }
+
+    fn transmit_slow(&mut self, now: Instant, h: &Ipv6Header, packet: &[u8]) -> TunVerdict {
+        let dst = h.dst();
+        let o = dst.octets();
+        let prefix = self.teredo_prefix().unwrap_or_default();
+        if o[..4] != prefix {
+            match self.role {
+                Role::Relay(_) => {
+                    self.unreachable(now, UNREACH_ADDRESS, packet);
+                    return self.drop_tun(DropReason::NotTeredoDestination);
+                }
+                Role::Client => {
+                    if h.src_octets()[..4] != prefix {
+                        self.unreachable(now, UNREACH_ADMIN_PROHIBITED, packet);
+                        return self.drop_tun(DropReason::SourceNotTeredo);
+                    }
+                    // Case 2: the direct IPv6 connectivity test (§5.2.9).
+                    return self.queue_and_probe(now, dst, packet);
+                }
+            }
+        }
+        // Cases 4 and 5 (client), 2 and 3 (relay): the cone bit is ignored (RFC 5991
+        // §3.2), so always case 5 / case 3.
+        let t = TeredoAddress::from_octets(&o);
+        if !is_global_unicast(t.server) || !is_global_unicast(t.mapped_addr) {
+            return self.drop_tun(DropReason::DestinationNotGlobal);
+        }
+        self.queue_and_probe(now, dst, packet)
+    }
+
+    /// Queues `packet` for `dst` and sends bubbles or an echo test when RFC 4380 §5.2.6
+    /// allows; when the peer is unreachable, answers with an error instead.
+    fn queue_and_probe(&mut self, now: Instant, dst: Ipv6Addr, packet: &[u8]) -> TunVerdict {
+        let p = match self.peers.get_or_insert(&dst, now) {
+            Ok((p, _)) => p,
+            Err(_) => return self.drop_tun(DropReason::TableFull),
+        };
+        p.used(now);
+        match p.check_probe(now) {
+            ProbeCheck::Exhausted => {
+                self.unreachable(now, UNREACH_ADDRESS, packet);
+                return self.drop_tun(DropReason::PeerUnreachable);
+            }
+            ProbeCheck::Wait(_) => {}
+            ProbeCheck::Send => {
+                p.record_probe(now);
+                let seq = p.probes();
+                self.send_probe(now, dst, seq);
+            }
+        }
+        match self.peers.enqueue(&dst, Queued::Outbound, packet) {
+            Ok(()) => {
+                self.stats.queued_out += 1;
+                TunVerdict::Queued
+            }
+            Err(QueueError::BudgetFull) => self.drop_tun(DropReason::QueueBudget),
+            Err(QueueError::PeerFull) => self.drop_tun(DropReason::QueueFull),
+            Err(QueueError::NoPeer) => self.drop_tun(DropReason::TableFull),
+        }
+    }
+}

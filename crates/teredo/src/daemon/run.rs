@@ -1,0 +1,562 @@
+//! `teredo run`: the Teredo client (RFC 4380 §5.2) or relay (§5.4), as `RelayType` says —
+//! a drop-in for `miredo`, with the same configuration file and flags.
+//!
+//! Start-up, as root and single-threaded: read the configuration; create the TUN and bind
+//! the UDP socket; for a client, fork the privileged helper that alone may change the
+//! interface later (it keeps only CAP_NET_ADMIN, see `teredo_net::helper`); for a relay,
+//! configure the interface once (MTU, fe80::ffff:ffff:ffff, the route to the served
+//! prefix); detach unless `-f`; write the PID file; drop to the unprivileged user with no
+//! capability left. Then one worker thread runs the packet path: the sans-IO qualification
+//! procedure ([`teredo_proto::client::Client`]) and data path
+//! ([`teredo_proto::tunnel::Tunnel`]) driven by batched UDP I/O and the TUN. The main
+//! thread only waits for signals.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use clap::Args;
+use socket2::Socket;
+use teredo_net::batch::{RecvBatch, SendBatch};
+use teredo_net::client_if::{LINK_LOCAL, RELAY_ROUTE_METRIC};
+use teredo_net::helper::{self, Helper, HelperOptions};
+use teredo_net::ifconfig::{InterfaceConfig, Ipv6Prefix, Route};
+use teredo_net::tun::{Tun, TunOptions};
+use teredo_net::udp::{bind_udp, local_v4};
+use teredo_net::{poll, privileges};
+use teredo_proto::client::{self, Client, Event, NatKind};
+use teredo_proto::nonce::TokenKey;
+use teredo_proto::time::Instant;
+use teredo_proto::tunnel::{Destination, Limits, RelayConfig, Role, TunVerdict, Tunnel, UdpVerdict};
+use teredo_proto::wire::TeredoPacket;
+use tracing::{info, warn};
+
+use super::signals::{self, Signal};
+use super::{DaemonArgs, StartError, detach, logging, pidfile, resolve};
+use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayType, Severity};
+
+/// Datagrams per receive call.
+const BATCH: usize = 64;
+/// Room per received datagram: the MTU of a Teredo interface is at most 65535, but peers
+/// send at most the 1280-byte Teredo MTU plus headers in practice; larger datagrams are
+/// cut by the kernel, flagged and dropped.
+const RECV_SIZE: usize = 4096;
+/// TUN packets read per wake-up before the socket gets its turn.
+const TUN_BURST: usize = 64;
+
+/// `teredo run [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_NAME]`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Miredo's daemon flags.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// The Teredo server, instead of ServerAddress (a client only; ServerAddress2 is then
+    /// not read).
+    #[arg(value_name = "SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+/// The role-specific part of start-up.
+enum Mode {
+    Client { helper: Helper, server: Host, server2: Option<Host> },
+    Relay { config: RelayConfig },
+}
+
+struct Prepared {
+    cfg: ClientRelayConfig,
+    tun: Tun,
+    udp: Socket,
+    key: TokenKey,
+    mode: Mode,
+}
+
+/// Runs the client or relay; returns the exit status.
+pub fn run(args: &RunArgs) -> u8 {
+    if args.daemon.foreground {
+        logging::init(logging::Target::Stderr, false);
+    }
+    let prepared = match prepare(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("teredo run: {e}");
+            return 1;
+        }
+    };
+    let mut detached = None;
+    if !args.daemon.foreground {
+        match detach::detach() {
+            Ok(d) => detached = Some(d),
+            Err(e) => {
+                eprintln!("teredo run: cannot detach: {e}");
+                return 1;
+            }
+        }
+        logging::init(
+            logging::Target::Syslog { facility: prepared.cfg.syslog_facility.code(), ident: "teredo" },
+            false,
+        );
+    }
+    let status = match serve(args, prepared, &mut detached) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            1
+        }
+    };
+    if let Some(d) = detached.as_mut() {
+        d.failed(status);
+    }
+    status
+}
+
+fn random_key() -> Result<TokenKey, StartError> {
+    let mut k = [0u8; 32];
+    let mut filled = 0;
+    while filled < k.len() {
+        // SAFETY: writing into the unfilled tail of a local buffer.
+        let n = unsafe { libc::getrandom(k[filled..].as_mut_ptr().cast(), k.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(StartError::new("getrandom", e));
+            }
+            continue;
+        }
+        filled += n as usize;
+    }
+    Ok(TokenKey::new(k))
+}
+
+fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
+    let overrides = ClientRelayOverrides {
+        server_address: match &args.server_name {
+            Some(s) => Some(Host::parse_global(s).map_err(|e| StartError::new(format!("server {s:?}"), e))?),
+            None => None,
+        },
+    };
+    let path = args.daemon.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CLIENT_RELAY_FILE));
+    let parsed = match config::load_client_relay(&path, &overrides) {
+        Ok(p) => p,
+        // As Miredo: with a server on the command line, a missing file is no error.
+        Err(_) if overrides.server_address.is_some() && !path.exists() => {
+            config::parse_client_relay_with("", &path.display().to_string(), &overrides)
+        }
+        Err(e) => return Err(StartError(e.to_string())),
+    };
+    for d in &parsed.diagnostics {
+        match d.severity {
+            Severity::Warning => eprintln!("teredo run: warning: {d}"),
+            Severity::Error => eprintln!("teredo run: {d}"),
+        }
+    }
+    let cfg =
+        parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))?;
+    let key = random_key()?;
+
+    let bind_ip = match &cfg.bind_address {
+        Some(h) => resolve::any_ipv4(h).map_err(|e| StartError::new("BindAddress", e))?,
+        None => Ipv4Addr::UNSPECIFIED,
+    };
+    let udp = bind_udp(SocketAddrV4::new(bind_ip, cfg.bind_port), false)
+        .map_err(|e| StartError::new(format!("UDP socket {bind_ip}:{}", cfg.bind_port), e))?;
+    udp.set_nonblocking(true).map_err(|e| StartError::new("UDP socket", e))?;
+    let tun = Tun::create(&TunOptions { name: cfg.interface_name.clone(), multi_queue: false })
+        .map_err(|e| StartError::new("TUN interface", e))?;
+    tun.set_nonblocking(true).map_err(|e| StartError::new("TUN interface", e))?;
+
+    let mode = match cfg.relay_type {
+        RelayType::Client => {
+            let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
+            let helper = helper::spawn(&tun, &HelperOptions { user, hook: cfg.client_hook.clone() })
+                .map_err(|e| StartError::new("privileged helper", e))?;
+            let server = cfg.server_address.clone().ok_or_else(|| StartError("no Teredo server".into()))?;
+            Mode::Client { helper, server, server2: cfg.server_address2.clone() }
+        }
+        RelayType::Cone | RelayType::Restricted => {
+            configure_relay_interface(&tun, &cfg)?;
+            Mode::Relay {
+                config: RelayConfig {
+                    prefix: cfg.prefix.0,
+                    cone: cfg.relay_type == RelayType::Cone,
+                    unreachable_source: Some(LINK_LOCAL),
+                },
+            }
+        }
+    };
+    Ok(Prepared { cfg, tun, udp, key, mode })
+}
+
+/// A relay's interface is set up once, as root (miredo-facts §5.1): MTU, up, the
+/// link-local fe80::ffff:ffff:ffff/64 and the route to the served prefix.
+fn configure_relay_interface(tun: &Tun, cfg: &ClientRelayConfig) -> Result<(), StartError> {
+    let mut ifc = teredo_net::ifconfig::platform_config(tun).map_err(|e| StartError::new("netlink", e))?;
+    let idx = tun.ifindex();
+    let ctx = |what: &str| format!("{} ({what})", tun.name());
+    ifc.set_mtu(idx, u32::from(cfg.interface_mtu)).map_err(|e| StartError::new(ctx("MTU"), e))?;
+    ifc.set_link(idx, true).map_err(|e| StartError::new(ctx("link up"), e))?;
+    let _ = ifc.flush_addresses(idx);
+    let ll = Ipv6Prefix::new(LINK_LOCAL, 64).ok_or_else(|| StartError(ctx("address")))?;
+    ifc.add_address(idx, ll).map_err(|e| StartError::new(ctx("address"), e))?;
+    let p = cfg.prefix.0.to_be_bytes();
+    let prefix = Ipv6Prefix::new(
+        std::net::Ipv6Addr::from([p[0], p[1], p[2], p[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        32,
+    )
+    .ok_or_else(|| StartError(ctx("prefix")))?;
+    let route = Route { destination: prefix, ifindex: idx, metric: RELAY_ROUTE_METRIC };
+    match ifc.add_route(&route) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_exists() => Ok(()),
+        Err(e) => Err(StartError::new(ctx("route"), e)),
+    }
+}
+
+fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -> Result<(), StartError> {
+    let pidfile =
+        args.daemon.pidfile.clone().or_else(|| (!args.daemon.foreground).then(|| "/run/teredo.pid".into()));
+    let _pid = match &pidfile {
+        Some(path) => Some(pidfile::create(path).map_err(|e| StartError::new(path.display(), e))?),
+        None => None,
+    };
+    signals::block().map_err(|e| StartError::new("blocking signals", e))?;
+    let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
+    privileges::drop_privileges(&user, args.daemon.chroot.as_deref())
+        .map_err(|e| StartError(e.to_string()))?;
+
+    let local = local_v4(&p.udp).map_err(|e| StartError::new("UDP socket", e))?;
+    let start = std::time::Instant::now();
+    let now = Instant::ZERO;
+    let limits = Limits {
+        peers: teredo_proto::peers::PeerLimits { max_peers: p.cfg.max_peers as usize, ..Default::default() },
+        ..Default::default()
+    };
+    let (role, client, helper, server_hosts) = match p.mode {
+        Mode::Client { helper, server, server2 } => {
+            let address = match &server {
+                Host::Ipv4(a) => client::ServerAddress::Ipv4(*a),
+                Host::Name(_) => client::ServerAddress::HostName,
+            };
+            let mut c = client::Config::new(address);
+            c.secondary = server2.as_ref().and_then(Host::ipv4);
+            let cl = Client::new(c, p.key.clone(), now).map_err(|e| StartError::new("ServerAddress", e))?;
+            (Role::Client, Some(cl), Some(helper), Some((server, server2)))
+        }
+        Mode::Relay { config } => (Role::Relay(config), None, None, None),
+    };
+    let tunnel = Tunnel::new(role, p.key, limits, now).map_err(|e| StartError::new("peer table", e))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let totals = Arc::new(Mutex::new(String::new()));
+    let what = if client.is_some() { "client" } else { "relay" };
+    let mut worker = Worker {
+        start,
+        udp: p.udp,
+        tun: p.tun,
+        client,
+        tunnel,
+        helper,
+        server_hosts,
+        resolver: None,
+        server: None,
+        rx: RecvBatch::new(BATCH, RECV_SIZE),
+        tx: SendBatch::new(BATCH, RECV_SIZE),
+        buf: vec![0u8; RECV_SIZE],
+        tun_buf: vec![0u8; 65536],
+    };
+    info!(
+        "Teredo {what} on {} (UDP {local}), running as {} (uid {})",
+        worker.tun.name(),
+        user.name,
+        user.uid
+    );
+    let (stop2, totals2) = (stop.clone(), totals.clone());
+    let handle = thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            worker.run(&stop2);
+            if let Ok(mut t) = totals2.lock() {
+                *t = worker.summary();
+            }
+            worker.finish();
+        })
+        .map_err(|e| StartError::new("starting the worker", e))?;
+    if let Some(d) = detached.as_mut() {
+        d.ready();
+    }
+    loop {
+        match signals::wait() {
+            Signal::Hangup => {
+                info!("SIGHUP: reloading is not supported yet; restart teredo to apply a new configuration")
+            }
+            Signal::Terminate(sig) => {
+                info!("signal {sig}: stopping");
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = handle.join();
+    if let Ok(t) = totals.lock() {
+        info!("{t}");
+    }
+    Ok(())
+}
+
+/// A host-name resolution running on its own thread (getaddrinfo blocks).
+type Resolution = mpsc::Receiver<Result<(Ipv4Addr, Option<Ipv4Addr>), String>>;
+
+struct Worker {
+    start: std::time::Instant,
+    udp: Socket,
+    tun: Tun,
+    client: Option<Client>,
+    tunnel: Tunnel,
+    helper: Option<Helper>,
+    server_hosts: Option<(Host, Option<Host>)>,
+    resolver: Option<Resolution>,
+    /// The server's primary address, once known (for the data path's qualification).
+    server: Option<Ipv4Addr>,
+    rx: RecvBatch,
+    tx: SendBatch,
+    buf: Vec<u8>,
+    tun_buf: Vec<u8>,
+}
+
+impl Worker {
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            if let Some(c) = self.client.as_mut() {
+                c.handle_timeout(now);
+            }
+            self.tunnel.handle_timeout(now);
+            self.events(now);
+            self.check_resolver(now);
+            self.transmit(now);
+
+            let mut deadline = self.tunnel.poll_timeout();
+            if let Some(t) = self.client.as_ref().and_then(Client::poll_timeout) {
+                deadline = deadline.min(t);
+            }
+            let wait = deadline
+                .saturating_since(now)
+                .min(Duration::from_millis(if self.resolver.is_some() { 50 } else { 500 }));
+            let ready = match poll::readable(&[self.udp.as_fd(), self.tun.as_fd()], wait) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("poll: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if ready[0] {
+                self.receive_udp();
+            }
+            if ready[1] {
+                self.receive_tun();
+            }
+        }
+    }
+
+    /// Datagrams from the Teredo socket: qualification replies to the client, the rest to
+    /// the data path.
+    fn receive_udp(&mut self) {
+        for _ in 0..16 {
+            let n = match self.rx.recv(self.udp.as_fd()) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!("receive: {e}");
+                    0
+                }
+            };
+            let now = self.now();
+            for i in 0..n {
+                let (from, data, truncated) = self.rx.get(i);
+                if truncated {
+                    continue;
+                }
+                if let Some(c) = self.client.as_mut()
+                    && let Ok(pkt) = TeredoPacket::parse(data)
+                    && c.handle_datagram(now, from, &pkt)
+                {
+                    continue;
+                }
+                if let UdpVerdict::Deliver { range } = self.tunnel.handle_datagram(now, from, data) {
+                    let _ = self.tun.send(&data[range]);
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        let now = self.now();
+        self.events(now);
+        self.transmit(now);
+    }
+
+    /// IPv6 packets from the TUN: encapsulated and sent in one batch.
+    fn receive_tun(&mut self) {
+        let now = self.now();
+        for _ in 0..TUN_BURST {
+            let n = match self.tun.recv(&mut self.tun_buf) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let pkt = &self.tun_buf[..n];
+            if let TunVerdict::Send { dst } = self.tunnel.handle_tun_packet(now, pkt) {
+                if self.tx.is_full() {
+                    let _ = self.tx.flush(self.udp.as_fd());
+                }
+                if let Some(slot) = self.tx.next_buf().and_then(|b| b.get_mut(..n)) {
+                    slot.copy_from_slice(pkt);
+                    self.tx.commit(n, dst);
+                }
+            }
+        }
+        if !self.tx.is_empty() {
+            let _ = self.tx.flush(self.udp.as_fd());
+        }
+        self.transmit(now);
+    }
+
+    /// Everything the state machines want to send.
+    fn transmit(&mut self, now: Instant) {
+        while let Some(t) = self.client.as_mut().and_then(|c| c.poll_transmit(now, &mut self.buf)) {
+            let _ = self.udp.send_to(&self.buf[..t.len], &t.dst.into());
+        }
+        while let Some(t) = self.tunnel.poll_transmit(now, &mut self.buf) {
+            match t.dest {
+                Destination::Udp(to) => {
+                    let _ = self.udp.send_to(&self.buf[..t.len], &to.into());
+                }
+                Destination::Tun => {
+                    let _ = self.tun.send(&self.buf[..t.len]);
+                }
+            }
+        }
+    }
+
+    /// The client's state changes: configure the interface and tell the data path.
+    fn events(&mut self, now: Instant) {
+        loop {
+            let Some(c) = self.client.as_mut() else { return };
+            let Some(e) = c.poll_event() else { return };
+            match e {
+                Event::Up { address, mtu } => {
+                    let t = teredo_proto::address::TeredoAddress::from_ipv6(&address);
+                    let server = c.server().map(|(p, _)| p).or(self.server);
+                    match t {
+                        Some(t) => info!(
+                            "New Teredo address {address}, MTU {mtu} (server {}, mapped {}:{})",
+                            t.server, t.mapped_addr, t.mapped_port
+                        ),
+                        None => info!("New Teredo address {address}, MTU {mtu}"),
+                    }
+                    if let Some(h) = self.helper.as_mut() {
+                        match h.up(address, mtu) {
+                            Ok(r) if r.is_success() => {}
+                            Ok(r) => warn!("interface configuration refused or failed: {r:?}"),
+                            Err(e) => warn!("privileged helper: {e}"),
+                        }
+                    }
+                    if let Some(s) = server {
+                        self.tunnel.set_qualified(now, address, s);
+                    }
+                }
+                Event::Down => {
+                    warn!("Lost Teredo connectivity: the server does not answer");
+                    self.tunnel.reset(now);
+                    if let Some(h) = self.helper.as_mut()
+                        && let Err(e) = h.down()
+                    {
+                        warn!("privileged helper: {e}");
+                    }
+                }
+                Event::NatBehaviour(NatKind::SameMapping) => {
+                    info!("NAT: one mapping for both server addresses (cone or restricted NAT)")
+                }
+                Event::NatBehaviour(NatKind::Symmetric) => warn!(
+                    "NAT: symmetric NAT detected (the server's two addresses saw different mappings): \
+                     Teredo peers behind other NATs may be unreachable directly; relays still work"
+                ),
+                Event::NatBehaviour(NatKind::Unknown) => {
+                    info!("NAT: behaviour unknown (no answer from the server's secondary address)")
+                }
+                Event::ResolveServer => self.start_resolver(),
+            }
+        }
+    }
+
+    fn start_resolver(&mut self) {
+        if self.resolver.is_some() {
+            return;
+        }
+        let Some((primary, secondary)) = self.server_hosts.clone() else { return };
+        let (tx, rx) = mpsc::channel();
+        let spawned = thread::Builder::new().name("resolver".into()).spawn(move || {
+            let r = resolve::ipv4(&primary).and_then(|p| match &secondary {
+                Some(h) => resolve::ipv4(h).map(|s| (p, Some(s))),
+                None => Ok((p, None)),
+            });
+            let _ = tx.send(r);
+        });
+        if spawned.is_ok() {
+            self.resolver = Some(rx);
+        }
+    }
+
+    fn check_resolver(&mut self, now: Instant) {
+        let Some(rx) = &self.resolver else { return };
+        let result = match rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => Err("resolver stopped".into()),
+        };
+        self.resolver = None;
+        let Some(c) = self.client.as_mut() else { return };
+        match result {
+            Ok((p, s)) => {
+                self.server = Some(p);
+                if let Err(e) = c.set_server(now, p, s) {
+                    warn!("Teredo server: {e}");
+                }
+            }
+            Err(e) => {
+                warn!("Teredo server: {e}");
+                c.resolution_failed(now);
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let s = self.tunnel.stats();
+        let q = self.client.as_ref().map(|c| format!("qualification: {:?}; ", c.stats())).unwrap_or_default();
+        q + &format!(
+            "{} sent, {} delivered, {} bubbles sent, {} echo tests, {} unreachables, {} dropped, {} peers",
+            s.sent,
+            s.delivered,
+            s.bubbles_sent,
+            s.echo_tests_sent,
+            s.unreachables_sent,
+            s.drops.total(),
+            self.tunnel.peers().len()
+        )
+    }
+
+    /// Takes the interface down through the helper (client), which then exits.
+    fn finish(&mut self) {
+        if let Some(h) = self.helper.take()
+            && let Err(e) = h.finish()
+        {
+            warn!("privileged helper: {e}");
+        }
+    }
+}
