@@ -8,19 +8,10 @@ use teredo_proto::address::is_global_unicast;
 
 use crate::config::Host;
 
-/// The IPv4 address of `host`: a literal as it is, a name through the system resolver.
+/// The IPv4 address of a Teredo server `host`: a literal as it is, a name through the
+/// system resolver; it must be global unicast.
 pub fn ipv4(host: &Host) -> Result<Ipv4Addr, String> {
-    let a = match host {
-        Host::Ipv4(a) => *a,
-        Host::Name(name) => (name.as_str(), 0)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {name}: {e}"))?
-            .find_map(|s| match s.ip() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
-            .ok_or_else(|| format!("{name} has no IPv4 address"))?,
-    };
+    let a = any_ipv4(host)?;
     if !is_global_unicast(a) {
         return Err(format!("{a} is not a global unicast IPv4 address (RFC 4380 §5.2.4)"));
     }
