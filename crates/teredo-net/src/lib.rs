@@ -4,6 +4,8 @@
 //! - [`udp`]: UDP sockets for the Teredo port (SO_REUSEPORT so that one socket per worker
 //!   shares a port), and the raw IPv6 socket a server forwards echo tests with;
 //! - [`batch`]: batched receive and send (recvmmsg/sendmmsg) with preallocated buffers;
+//! - [`packet_tx`]: sending UDP datagrams as whole Ethernet frames on a packet socket,
+//!   past the kernel's UDP output path (a server's opt-in fast path);
 //! - [`privileges`]: dropping root after set-up: user, groups, capabilities, chroot;
 //! - [`poll`]: waiting on several sockets at once;
 //! - [`tun`]: the TUN device (Linux `/dev/net/tun`, multi-queue; BSD and macOS via tun-rs);
@@ -27,6 +29,8 @@ pub mod hook;
 pub mod ifconfig;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+#[cfg(target_os = "linux")]
+pub mod packet_tx;
 pub mod poll;
 #[cfg(target_os = "linux")]
 pub mod privileges;

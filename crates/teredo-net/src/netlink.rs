@@ -135,6 +135,16 @@ impl Netlink {
         }
     }
 
+    /// Dumps what `message` asks for (RTM_GET* with NLM_F_DUMP): every answer, at most
+    /// [`MAX_REPLY_MESSAGES`]. Reading needs no privilege.
+    pub(crate) fn dump(
+        &mut self,
+        op: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, ConfigError> {
+        self.exchange(op, message, NLM_F_DUMP)
+    }
+
     fn ack(&mut self, op: &str, message: RouteNetlinkMessage, flags: u16) -> Result<(), ConfigError> {
         self.exchange(op, message, NLM_F_ACK | flags).map(|_| ())
     }

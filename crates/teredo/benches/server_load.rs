@@ -20,7 +20,9 @@
 //!
 //! 1. `miredo-server`, pinned to CPU 0 (`taskset -c 0`), generator on CPU 1;
 //! 2. `teredo server --workers 1`, the same;
-//! 3. `teredo server --workers 2` and 4. `miredo-server`, nothing pinned (on a 2-core
+//! 3. `teredo server --workers 1 --tx packet` (answers as Ethernet frames on a packet
+//!    socket, past the kernel's UDP output path), the same;
+//! 4. `teredo server --workers 2` and 5. `miredo-server`, nothing pinned (on a 2-core
 //!    machine they then share both cores with the generator).
 //!
 //! Run (as root, needs `ip`, `nft`, `taskset`, `miredo-server`):
@@ -70,7 +72,7 @@ const MILLION: u64 = 1_000_000;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Miredo,
-    Teredo { workers: usize },
+    Teredo { workers: usize, packet_tx: bool },
 }
 
 struct Phase {
@@ -175,8 +177,13 @@ fn run() -> Result<(), String> {
 
     let phases = [
         Phase { label: "miredo", kind: Kind::Miredo, pinned: true },
-        Phase { label: "teredo (1w)", kind: Kind::Teredo { workers: 1 }, pinned: true },
-        Phase { label: "teredo (2w)*", kind: Kind::Teredo { workers: 2 }, pinned: false },
+        Phase { label: "teredo (1w)", kind: Kind::Teredo { workers: 1, packet_tx: false }, pinned: true },
+        Phase {
+            label: "teredo (1w, --tx packet)",
+            kind: Kind::Teredo { workers: 1, packet_tx: true },
+            pinned: true,
+        },
+        Phase { label: "teredo (2w)*", kind: Kind::Teredo { workers: 2, packet_tx: false }, pinned: false },
         Phase { label: "miredo*", kind: Kind::Miredo, pinned: false },
     ];
     // TEREDO_BENCH_ONLY=miredo,teredo (1w): only the phases whose labels contain one of
@@ -188,7 +195,7 @@ fn run() -> Result<(), String> {
     for phase in phases.iter().filter(|p| wanted(p.label)) {
         let o = run_phase(&settings, &topo, &tmp, &conf, phase)?;
         println!(
-            "  {:<13} {:>9.0} RAs/s  (offered {:.0} RS/s, {:.0}/s dropped at the server's sockets, {:.2} CPUs)",
+            "  {:<24} {:>9.0} RAs/s  (offered {:.0} RS/s, {:.0}/s dropped at the server's sockets, {:.2} CPUs)",
             o.label, o.ras_per_s, o.offered_per_s, o.overflow_per_s, o.cpu_cores
         );
         for (cpu, [usr, sys, irq, idle, steal]) in o.cpu_split.iter().enumerate() {
@@ -240,9 +247,12 @@ fn server_argv(s: &Settings, topo: &Topology, tmp: &TempDir, conf: &Path, phase:
             argv.extend([s.miredo.clone(), "-f".into(), "-u".into(), "nobody".into(), "-c".into(), conf]);
             argv.extend(["-p".into(), pidfile]);
         }
-        Kind::Teredo { workers } => {
+        Kind::Teredo { workers, packet_tx } => {
             argv.extend([s.teredo.clone(), "server".into(), "-f".into(), "-u".into(), "nobody".into()]);
             argv.extend(["-c".into(), conf, "-p".into(), pidfile, "--workers".into(), workers.to_string()]);
+            if packet_tx {
+                argv.extend(["--tx".into(), "packet".into()]);
+            }
             argv.push("192.0.2.1".into());
         }
     }
@@ -269,7 +279,7 @@ fn run_phase(
         Kind::Miredo => "miredo-server",
         Kind::Teredo { .. } => "teredo server",
     };
-    let log = tmp.path.join(format!("{}.log", phase.label.replace([' ', '(', ')', '*'], "")));
+    let log = tmp.path.join(format!("{}.log", phase.label.replace([' ', '(', ')', '*', ','], "")));
     let mut server = ServerProcess::spawn(name, &argv, log)?;
     let ctx = |e: String| format!("{} ({}): {e}", phase.label, argv.join(" "));
     // miredo-server forks its worker even in the foreground; teredo does not fork.
@@ -386,12 +396,12 @@ fn kib(v: Option<u64>) -> String {
 fn print_table(outcomes: &[Outcome], cpus: usize) {
     println!();
     println!(
-        "{:<13} {:>9} {:>11} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:<24} {:>9} {:>11} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "server", "RAs/s", "offered/s", "CPUs", "RSS start", "RSS @1M", "RSS end", "answered", "distinct"
     );
     for o in outcomes {
         println!(
-            "{:<13} {:>9.0} {:>11.0} {:>6.2} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:<24} {:>9.0} {:>11.0} {:>6.2} {:>10} {:>10} {:>10} {:>10} {:>10}",
             o.label,
             o.ras_per_s,
             o.offered_per_s,
@@ -406,6 +416,9 @@ fn print_table(outcomes: &[Outcome], cpus: usize) {
     let rate = |label: &str| outcomes.iter().find(|o| o.label == label).map(|o| o.ras_per_s);
     if let (Some(m), Some(t)) = (rate("miredo"), rate("teredo (1w)")) {
         println!("ratio teredo/miredo, one core each: {:.2}", t / m.max(1.0));
+    }
+    if let (Some(m), Some(t)) = (rate("miredo"), rate("teredo (1w, --tx packet)")) {
+        println!("ratio teredo --tx packet/miredo, one core each: {:.2}", t / m.max(1.0));
     }
     if let (Some(m), Some(t)) = (rate("miredo*"), rate("teredo (2w)*")) {
         println!("ratio teredo (2 workers)/miredo, unpinned: {:.2}", t / m.max(1.0));

@@ -12,7 +12,7 @@
 //!   socket (it returns `true` for the ones that belong to qualification),
 //!   [`Client::handle_timeout`] when [`Client::poll_timeout`] is reached, and
 //!   [`Client::set_server`] / [`Client::resolution_failed`] to answer
-//!   [`Event::ResolveServer`];
+//!   [`Event::ResolveServer`], and [`Client::solicit_now`] when the network changed;
 //! - output: [`Client::poll_transmit`] (an RS to send), [`Client::poll_event`] (qualified,
 //!   lost, NAT behaviour, resolve the server) and [`Client::poll_timeout`].
 //!
@@ -376,6 +376,24 @@ impl Client {
         self.probe = None;
         self.phase = Phase::Soliciting(Solicit::Due(now));
         Ok(())
+    }
+
+    /// Solicits the server at once, as after a change of network: Miredo restarts on
+    /// SIGHUP, which Debian's ifupdown hook sends whenever an interface comes up, and then
+    /// qualifies again at once instead of at the next refresh (up to 30 s later, with an
+    /// address that embeds a mapping the NAT may have forgotten). While qualifying or
+    /// qualified, the RS to the primary is due now unless one already waits for its answer
+    /// (the deadlines that follow count from now); after the server was found unreachable,
+    /// the restart delay ends now (a host name is resolved again). The address stays until
+    /// the answer says otherwise: a new mapping gives a new address, silence the usual loss.
+    pub fn solicit_now(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Soliciting(Solicit::Due(at)) if at > now => {
+                self.phase = Phase::Soliciting(Solicit::Due(now));
+            }
+            Phase::Offline { .. } => self.start_over(now),
+            Phase::Soliciting(_) | Phase::Resolving => {}
+        }
     }
 
     /// The server's host name could not be resolved: try again after the restart delay

@@ -548,6 +548,45 @@ fn new_mapping_gives_new_address() {
 }
 
 #[test]
+fn solicit_now_finds_a_new_mapping_at_once() {
+    let mut sim = Sim::new(client());
+    sim.run_until(secs(10));
+    let first = sim.client.address().unwrap();
+    sim.take_events();
+    // The network changed: the NAT now maps the client to another port. Without a
+    // prompt, the client would learn it at the refresh, at 30 s.
+    sim.server.primary = Some(OTHER_PORT);
+    sim.server.secondary = Some(OTHER_PORT);
+    sim.client.solicit_now(secs(10));
+    sim.run_until(secs(11));
+    assert_eq!(sim.rs_times(PRIMARY), [Instant::ZERO, secs(10)]);
+    let events = sim.take_events();
+    let second = up_address(&events[0]).expect("a new Up at once");
+    assert_eq!(second.mapped_port, OTHER_PORT.port);
+    assert_ne!(second, first);
+    assert_eq!(sim.events[..], []);
+    // The next refresh counts from the prompted RS.
+    sim.run_until(secs(41));
+    assert_eq!(sim.rs_times(PRIMARY), [Instant::ZERO, secs(10), secs(40)]);
+    // An RS waiting for its answer is not doubled.
+    let mut c = client();
+    let mut buf = [0u8; 100];
+    assert!(c.poll_transmit(Instant::ZERO, &mut buf).is_some());
+    c.solicit_now(ms(1));
+    assert!(c.poll_transmit(ms(1), &mut buf).is_none());
+    // Offline: the restart delay ends at once.
+    let mut sim = Sim::new(client());
+    sim.server.primary = None;
+    sim.run_until(secs(20));
+    assert_eq!(sim.client.state(), State::Offline);
+    sim.server.primary = Some(MAPPED);
+    sim.client.solicit_now(secs(20));
+    sim.run_until(secs(21));
+    assert_eq!(sim.client.state(), State::Qualified);
+    assert_eq!(sim.rs_times(PRIMARY).last(), Some(&secs(20)));
+}
+
+#[test]
 fn lost_then_regained() {
     let mut sim = Sim::new(client());
     sim.run_until(secs(10));

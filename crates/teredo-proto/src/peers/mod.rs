@@ -7,29 +7,62 @@
 //! # Shape
 //!
 //! An open-addressing hash table with linear probing, Robin Hood insertion and
-//! backward-shift deletion, holding the entries inline: one [`Peer`] of 40 bytes per slot
-//! and `max_peers × 8/7` slots (a load of at most 7/8), so 45.7 bytes per peer at full
-//! capacity; Miredo's list costs about 110. A lookup hashes the address once (SipHash-1-3
-//! under a secret key, see [`PeerHasher`]) and reads one or two adjacent cache lines, so
-//! its cost barely grows from a thousand to a million peers. Nothing is allocated on the
-//! lookup path; the slots are allocated zeroed once, so the memory of slots never written
-//! is not committed by the operating system.
+//! backward-shift deletion, holding the entries inline: one [`Peer`] of 40 bytes per slot,
+//! at a load of at most 7/8. A lookup hashes the address once (SipHash-1-3 under a secret
+//! key, see [`PeerHasher`]) and reads one or two adjacent cache lines, so its cost barely
+//! grows from a thousand to a million peers. Nothing is allocated on the lookup path.
+//!
+//! # Memory follows the peers
+//!
+//! The table starts small ([`INITIAL_SLOTS`], or `max_peers × 8/7` if that is at most
+//! 11/8 of it) and grows when an insertion would take the load above 7/8: it allocates a
+//! table of about 11/8 as many slots (up to `max_peers × 8/7`, the size for `max_peers`,
+//! never more) and moves every entry into it. Right after a growth the load is 7/8 × 8/11 = 7/11, so the
+//! slots cost between 45.7 bytes per peer (load 7/8) and 62.9 (load 7/11) once the table
+//! holds more than 640 peers: at most 64, whatever the number of peers, and 45.7 at full
+//! capacity (Miredo's list costs about 110). A factor of 2 would leave up to 91.4 bytes
+//! per peer after a doubling; 11/8 keeps the bound at the price of moving each entry
+//! about 8/3 times over the table's growth instead of once (still amortised O(1) per
+//! insertion).
+//!
+//! The sizes are `max_peers × 8/7 × (8/11)^k`, so that the last growth, the longest, is a
+//! whole step. A growth is a pause: the insertion that triggers it moves every entry,
+//! about 50 ns each (hashing, and the page faults of the fresh table, about half of it),
+//! while both tables are allocated (the memory peaks at 19/8 of the old table). The peers
+//! bench prints every growth up to 2^20 peers: the last one, from 871,545 slots to
+//! 1,198,374 with 762,601 entries, takes about 40 ms; all of them together add about
+//! 130 ns to each insertion when a table fills from empty. The I/O layer shards the table
+//! (below), which divides the pause by the number of shards.
+//!
+//! The table also shrinks: when a round of the expiry sweep ends with it less than 1/8
+//! full, it moves its entries into a table sized as after a growth (at least
+//! [`INITIAL_SLOTS`]), so that the memory of a flood of peers comes back once they expire.
+//!
+//! Slots are allocated zeroed, so the operating system commits the pages of a large table
+//! only as entries are written into them, and [`PeerTable::reset`] gives the old pages
+//! back instead of writing them. (Entries land at random, so a table's pages are soon all
+//! committed: hence the growth.)
 //!
 //! The packet queues live beside the slots (see [`Queued`]), bounded per peer and
-//! globally in bytes.
+//! globally in bytes, their bookkeeping included.
 //!
 //! # Limits and expiry
 //!
 //! - The table holds at most `max_peers` entries (Miredo's `MAX_PEERS`, 2^20 by default).
-//!   When it is full a new peer is refused and counted; existing peers keep working.
+//!   When it is full a new peer is refused and counted; existing peers keep working. A
+//!   growth that cannot be allocated refuses the new peer the same way.
 //! - A peer's mapping is *valid* while its last reception is less than 30 s old (RFC 4380
 //!   §5.2.4).
 //! - An entry not used in either direction for the idle timeout (30 s) is removed between
 //!   30 and 60 s after its last use, as Miredo's two-generation list does. The removal is
 //!   an incremental sweep: every slot is visited once per idle timeout, a bounded batch of
 //!   slots per [`PeerTable::handle_timeout`], so expiry costs O(1) per peer and never an
-//!   O(n) pause. (An entry moved backward past the sweep by a deletion may wait one more
-//!   round.)
+//!   O(n) pause. The number of batches per idle timeout follows the table's size (one
+//!   batch more than the table has, as a margin); a resize maps the sweep's position
+//!   proportionally (a Robin Hood table keeps entries in the order of their hashes, and
+//!   so does the resized one), a little before it so that no entry yet to be visited in
+//!   this round is skipped, and brings the next step forward when the table grew. (An
+//!   entry moved backward past the sweep by a deletion may wait one more round.)
 //! - Times are stored as 32-bit milliseconds, which wrap after 49 days; the sweep keeps
 //!   every stored date within an hour of the present so that no comparison ever sees a
 //!   wrapped value. A call to `handle_timeout` more than an hour after the previous one
@@ -69,7 +102,7 @@ pub const DEFAULT_MAX_PEERS: usize = 1 << 20;
 /// The default per-peer queue budget in bytes of packet data (Miredo's 1280).
 pub const DEFAULT_QUEUE_BYTES_PER_PEER: usize = 1280;
 /// The default global queue budget in bytes (packet data plus [`PACKET_OVERHEAD`] per
-/// packet): 4 MiB.
+/// packet, which bounds the queues' real memory): 4 MiB.
 pub const DEFAULT_QUEUE_BYTES_TOTAL: usize = 4 << 20;
 /// How long a peer's mapping stays valid after its last reception (RFC 4380 §5.2.4).
 pub const VALIDITY: Duration = Duration::from_secs(30);
@@ -83,6 +116,9 @@ pub const PROBE_SPACING: Duration = Duration::from_secs(2);
 pub const MAX_PROBES: u8 = 4;
 /// The window of [`MAX_PROBES`] (RFC 4380 §5.2.6).
 pub const PROBE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The slots of a new table (or fewer, `max_peers × 8/7` when that is smaller): 40 KiB.
+pub const INITIAL_SLOTS: usize = 1024;
 
 /// Slots visited by one step of the expiry sweep.
 const SWEEP_BATCH: usize = 8192;
@@ -100,7 +136,8 @@ pub struct PeerLimits {
     pub max_peers: usize,
     /// Most bytes of packets queued for one peer.
     pub queue_bytes_per_peer: usize,
-    /// Most bytes queued for all peers together, [`PACKET_OVERHEAD`] per packet included.
+    /// Most bytes queued for all peers together, [`PACKET_OVERHEAD`] per packet included:
+    /// a bound on the memory the queues hold.
     pub queue_bytes_total: usize,
     /// How long an unused entry is kept, at least (it goes within twice this).
     pub idle_timeout: Duration,
@@ -354,6 +391,10 @@ pub struct PeerStats {
     pub queue_released: u64,
     /// Released packets dropped because the caller's buffer was too small.
     pub queue_too_big: u64,
+    /// Times the table grew (moved its entries into a larger table).
+    pub grown: u64,
+    /// Times the table shrank after expiry.
+    pub shrunk: u64,
 }
 
 /// The expiry sweep's position and schedule.
@@ -369,6 +410,8 @@ struct Sweep {
 pub struct PeerTable {
     slots: Box<[Peer]>,
     len: usize,
+    /// The number of slots for `max_peers`: the most the table grows to.
+    max_slots: usize,
     limits: PeerLimits,
     hasher: PeerHasher,
     queues: Queues,
@@ -381,6 +424,7 @@ impl core::fmt::Debug for PeerTable {
         f.debug_struct("PeerTable")
             .field("len", &self.len)
             .field("slots", &self.slots.len())
+            .field("max_slots", &self.max_slots)
             .field("limits", &self.limits)
             .field("stats", &self.stats())
             .finish()
@@ -396,6 +440,98 @@ fn allocate(slots: usize) -> Result<Box<[Peer]>, AllocationFailed> {
     <[Peer]>::new_box_zeroed_with_elems(slots).map_err(|_| AllocationFailed { slots })
 }
 
+/// The size of a new table growing to `max` slots: [`INITIAL_SLOTS`], or `max` when
+/// that is at most one growth more.
+fn initial_slots(max: usize) -> usize {
+    if max <= INITIAL_SLOTS + INITIAL_SLOTS * 3 / 8 { max } else { INITIAL_SLOTS }
+}
+
+/// The size after a growth from `n` slots (less than `max`): the smallest of `max`,
+/// `max × 8/11`, `max × (8/11)²`... above `n`, so that the last growth (the longest) is a
+/// whole step of 11/8 rather than a sliver.
+fn grown_size(n: usize, max: usize) -> usize {
+    let mut size = max;
+    loop {
+        let smaller = (size * 8).div_ceil(11);
+        if smaller <= n || smaller >= size {
+            return size;
+        }
+        size = smaller;
+    }
+}
+
+/// The time between two sweep steps for a table of `n` slots, so that the sweep visits
+/// every slot at least once per `idle`: one step more than the batches of the table, a
+/// margin for the slots a resize makes the sweep visit again (see the module comment).
+fn sweep_interval(idle: Duration, n: usize) -> Duration {
+    let steps = u32::try_from(n.div_ceil(SWEEP_BATCH) + 1).unwrap_or(u32::MAX);
+    idle / steps
+}
+
+/// Robin Hood insertion into `slots` of an entry known to be absent, whose home slot is
+/// `home`; returns its slot, or `None` when some entry would end up more than
+/// `MAX_PROBE - 1` slots from its home (then nothing is changed). `slots` must have an
+/// empty slot.
+fn insert_at_home(slots: &mut [Peer], home: usize, mut entry: Peer) -> Option<usize> {
+    let n = slots.len();
+    // Dry run: check every displaced entry fits before moving any. There is always an
+    // empty slot, so both loops end within n steps.
+    let mut i = home;
+    let mut p = 1u8;
+    loop {
+        let s = slots.get(i)?.probe;
+        if s == 0 {
+            break;
+        }
+        let carried = p.min(s);
+        if carried >= MAX_PROBE {
+            return None;
+        }
+        p = carried + 1;
+        i = if i + 1 == n { 0 } else { i + 1 };
+    }
+    entry.probe = 1;
+    let mut i = home;
+    let mut at = None;
+    loop {
+        let s = slots.get_mut(i)?;
+        if s.probe == 0 {
+            *s = entry;
+            return Some(at.unwrap_or(i));
+        }
+        if s.probe < entry.probe {
+            core::mem::swap(s, &mut entry);
+            at.get_or_insert(i);
+        }
+        entry.probe += 1;
+        i = if i + 1 == n { 0 } else { i + 1 };
+    }
+}
+
+/// Robin Hood insertion into a table being filled by a resize, in one pass: returns false
+/// when an entry would end up more than `MAX_PROBE - 1` slots from its home, leaving
+/// `slots` inconsistent (the resize then drops it). `slots` must have an empty slot.
+fn rehash_at_home(slots: &mut [Peer], home: usize, mut entry: Peer) -> bool {
+    let n = slots.len();
+    entry.probe = 1;
+    let mut i = home;
+    loop {
+        let Some(s) = slots.get_mut(i) else { return false };
+        if s.probe == 0 {
+            *s = entry;
+            return true;
+        }
+        if s.probe < entry.probe {
+            core::mem::swap(s, &mut entry);
+        }
+        if entry.probe >= MAX_PROBE {
+            return false;
+        }
+        entry.probe += 1;
+        i = if i + 1 == n { 0 } else { i + 1 };
+    }
+}
+
 impl PeerTable {
     /// An empty table with these limits, hashing addresses under `hash_key` (16 secret
     /// random bytes; see [`crate::nonce::TokenKey::hash_key`]). `now` starts the sweep.
@@ -405,12 +541,13 @@ impl PeerTable {
             idle_timeout: limits.idle_timeout.max(Duration::from_secs(1)),
             ..limits
         };
-        let slots = allocate(slots_for(limits.max_peers))?;
-        let steps = slots.len().div_ceil(SWEEP_BATCH).max(1) as u32;
-        let interval = limits.idle_timeout / steps;
+        let max_slots = slots_for(limits.max_peers);
+        let slots = allocate(initial_slots(max_slots))?;
+        let interval = sweep_interval(limits.idle_timeout, slots.len());
         Ok(Self {
             slots,
             len: 0,
+            max_slots,
             limits,
             hasher: PeerHasher::new(hash_key),
             queues: Queues::new(limits.queue_bytes_per_peer, limits.queue_bytes_total),
@@ -434,12 +571,25 @@ impl PeerTable {
         self.len == 0
     }
 
-    /// The number of slots (`max_peers × 8/7`, rounded up).
+    /// The number of slots now (it grows with the entries, see the module comment).
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }
 
-    /// The bytes of the slots: the table's whole fixed memory.
+    /// The number of slots the table grows to for `max_peers` entries (`max_peers × 8/7`,
+    /// rounded up).
+    pub fn max_slot_count(&self) -> usize {
+        self.max_slots
+    }
+
+    /// The number of entries the table holds before it must grow (`max_peers` once it has
+    /// grown to [`PeerTable::max_slot_count`] slots).
+    pub fn capacity(&self) -> usize {
+        let n = self.slots.len();
+        if n >= self.max_slots { self.limits.max_peers } else { (n * 7 / 8).min(self.limits.max_peers) }
+    }
+
+    /// The bytes of the slots now: the table's memory, queues aside.
     pub fn slot_bytes(&self) -> usize {
         self.slots.len() * size_of::<Peer>()
     }
@@ -447,7 +597,13 @@ impl PeerTable {
     /// The bytes of slots per peer at full capacity (45.7 for any large `max_peers`). The
     /// queues add at most `queue_bytes_total` on top, whatever the number of peers.
     pub fn bytes_per_peer(&self) -> f64 {
-        self.slot_bytes() as f64 / self.limits.max_peers as f64
+        (self.max_slots * size_of::<Peer>()) as f64 / self.limits.max_peers as f64
+    }
+
+    /// The bytes of slots per entry now (at most 64 above 640 entries while the table
+    /// grows; infinite when it is empty).
+    pub fn slot_bytes_per_peer(&self) -> f64 {
+        self.slot_bytes() as f64 / self.len as f64
     }
 
     /// Bytes now charged to the global queue budget.
@@ -519,11 +675,18 @@ impl PeerTable {
         if let Some(i) = self.find(&key) {
             return self.slots.get_mut(i).map(|p| (p, false)).ok_or(TableFull);
         }
-        if self.len >= self.limits.max_peers {
+        if self.len >= self.limits.max_peers || (self.len >= self.capacity() && !self.grow(now)) {
             self.stats.refused_full += 1;
             return Err(TableFull);
         }
-        let Some(i) = self.insert_new(Peer::new(key, now)) else {
+        let entry = Peer::new(key, now);
+        let mut at = self.insert_new(entry);
+        if at.is_none() && self.grow(now) {
+            // A probe run too long (negligible under a keyed hash): a larger table has
+            // shorter ones.
+            at = self.insert_new(entry);
+        }
+        let Some(i) = at else {
             self.stats.refused_full += 1;
             return Err(TableFull);
         };
@@ -535,41 +698,48 @@ impl PeerTable {
     /// Robin Hood insertion of an entry known to be absent; returns its slot, or `None`
     /// when some entry would end up more than `MAX_PROBE - 1` slots from its home (then
     /// nothing is changed).
-    fn insert_new(&mut self, mut entry: Peer) -> Option<usize> {
+    fn insert_new(&mut self, entry: Peer) -> Option<usize> {
+        let home = reduce(self.hasher.hash_octets(&entry.address), self.slots.len());
+        insert_at_home(&mut self.slots, home, entry)
+    }
+
+    /// Grows the table by 11/8, up to [`PeerTable::max_slot_count`] slots; returns whether
+    /// it grew.
+    fn grow(&mut self, now: Instant) -> bool {
         let n = self.slots.len();
-        let home = reduce(self.hasher.hash_octets(&entry.address), n);
-        // Dry run: check every displaced entry fits before moving any. There is always an
-        // empty slot (len < max_peers < n), so both loops end within n steps.
-        let mut i = home;
-        let mut p = 1u8;
-        loop {
-            let s = self.slots.get(i)?.probe;
-            if s == 0 {
-                break;
-            }
-            let carried = p.min(s);
-            if carried >= MAX_PROBE {
-                return None;
-            }
-            p = carried + 1;
-            i = if i + 1 == n { 0 } else { i + 1 };
+        if n >= self.max_slots {
+            return false;
         }
-        entry.probe = 1;
-        let mut i = home;
-        let mut at = None;
-        loop {
-            let s = self.slots.get_mut(i)?;
-            if s.probe == 0 {
-                *s = entry;
-                return Some(at.unwrap_or(i));
+        let grew = self.resize(grown_size(n, self.max_slots), now);
+        self.stats.grown += u64::from(grew);
+        grew
+    }
+
+    /// Moves every entry into a new table of `size` slots (more than the entries); returns
+    /// false, changing nothing, when it cannot be allocated or (with a negligible
+    /// probability) an entry does not fit. The sweep's position is mapped onto the new
+    /// table (see the module comment).
+    fn resize(&mut self, size: usize, now: Instant) -> bool {
+        let Ok(mut fresh) = allocate(size) else { return false };
+        // Entries in slot order: their homes in the new table come nearly in order too, so
+        // it is written nearly sequentially.
+        for &entry in self.slots.iter().filter(|p| p.probe != 0) {
+            let home = reduce(self.hasher.hash_octets(&entry.address), size);
+            if !rehash_at_home(&mut fresh, home, entry) {
+                return false;
             }
-            if s.probe < entry.probe {
-                core::mem::swap(s, &mut entry);
-                at.get_or_insert(i);
-            }
-            entry.probe += 1;
-            i = if i + 1 == n { 0 } else { i + 1 };
         }
+        let old = self.slots.len();
+        self.slots = fresh;
+        // An entry at slot i of the old table has its home within MAX_PROBE slots before
+        // i, and lands in the new table at or after that home's image: start the rest of
+        // this round from the image of (cursor - MAX_PROBE).
+        let back = self.sweep.cursor.saturating_sub(usize::from(MAX_PROBE));
+        let mapped = (back as u128 * size as u128 / old.max(1) as u128) as usize;
+        self.sweep.cursor = mapped.min(size - 1);
+        self.sweep.interval = sweep_interval(self.limits.idle_timeout, size);
+        self.sweep.next = self.sweep.next.min(now + self.sweep.interval);
+        true
     }
 
     /// Removes the entry for `addr` and drops its queued packets; returns whether there
@@ -585,12 +755,23 @@ impl PeerTable {
         }
     }
 
+    /// Stores the new handle of a queue moved in the index of queues.
+    fn moved(&mut self, moved: Option<queue::Moved>) {
+        if let Some(m) = moved
+            && let Some(i) = self.find(&m.peer)
+            && let Some(p) = self.slots.get_mut(i)
+        {
+            p.queue = m.handle;
+        }
+    }
+
     /// Backward-shift deletion of slot `i`.
     fn remove_at(&mut self, mut i: usize) {
         let n = self.slots.len();
         let Some(&victim) = self.slots.get(i) else { return };
         if victim.queue != 0 {
-            self.queues.discard(victim.queue, |_, _| {});
+            let (_, moved) = self.queues.discard(victim.queue, |_, _| {});
+            self.moved(moved);
         }
         loop {
             let j = if i + 1 == n { 0 } else { i + 1 };
@@ -630,7 +811,9 @@ impl PeerTable {
         if handle == 0 {
             return 0;
         }
-        self.queues.release(handle, mapping)
+        let (n, moved) = self.queues.release(handle, mapping);
+        self.moved(moved);
+        n
     }
 
     /// Drops the queue of `addr`, calling `f` on each packet, oldest first (to answer it
@@ -638,7 +821,9 @@ impl PeerTable {
     pub fn discard_queue(&mut self, addr: &Ipv6Addr, f: impl FnMut(&[u8], Queued)) -> usize {
         let Some(p) = self.get_mut(addr) else { return 0 };
         let handle = core::mem::take(&mut p.queue);
-        self.queues.discard(handle, f)
+        let (n, moved) = self.queues.discard(handle, f);
+        self.moved(moved);
+        n
     }
 
     /// Writes the next released packet into `buf`: the oldest packet of the oldest
@@ -653,14 +838,16 @@ impl PeerTable {
     }
 
     /// Empties the table and every queue (a client's new address, RFC 4380 §5.2.5, as
-    /// Miredo does). The slots are allocated again zeroed when possible, so the pages of
-    /// the old ones are given back instead of written.
+    /// Miredo does). The table goes back to its initial size, allocated again zeroed when
+    /// possible, so the pages of the old one are given back instead of written.
     pub fn reset(&mut self, now: Instant) {
-        if self.len != 0 {
-            match allocate(self.slots.len()) {
+        let initial = initial_slots(self.max_slots);
+        if self.len != 0 || self.slots.len() != initial {
+            match allocate(initial) {
                 Ok(fresh) => self.slots = fresh,
                 Err(_) => self.slots.fill(Peer::EMPTY),
             }
+            self.sweep.interval = sweep_interval(self.limits.idle_timeout, self.slots.len());
         }
         self.len = 0;
         self.queues.clear();
@@ -700,11 +887,15 @@ impl PeerTable {
         let n = self.slots.len();
         let mut visits = 0;
         let mut removals = 0;
+        let mut round_end = false;
         while visits < SWEEP_BATCH.min(n) && removals < 2 * SWEEP_BATCH {
             let i = self.sweep.cursor.min(n - 1);
             let Some(s) = self.slots.get_mut(i) else { break };
             if s.probe != 0 {
-                if t.wrapping_sub(s.last_used) >= idle {
+                // A use dated after `now` (a caller passing instants out of order) is
+                // recent, not 49 days old.
+                let age = t.wrapping_sub(s.last_used);
+                if age >= idle && age < 1 << 31 {
                     self.remove_at(i);
                     self.stats.expired += 1;
                     removals += 1;
@@ -718,7 +909,27 @@ impl PeerTable {
                 }
             }
             visits += 1;
+            round_end |= i + 1 == n;
             self.sweep.cursor = if i + 1 == n { 0 } else { i + 1 };
+        }
+        if round_end {
+            self.shrink_if_sparse(now);
+        }
+    }
+
+    /// At the end of a round of the sweep: when the table is less than 1/8 full, moves the
+    /// entries into one sized as after a growth (a load of 7/11), at least the initial
+    /// size.
+    fn shrink_if_sparse(&mut self, now: Instant) {
+        let n = self.slots.len();
+        let initial = initial_slots(self.max_slots);
+        if n <= initial || self.len >= n / 8 {
+            return;
+        }
+        let size = (self.len * 11).div_ceil(7).max(self.len + 1).max(initial);
+        if size < n && self.resize(size, now) {
+            self.sweep.cursor = 0;
+            self.stats.shrunk += 1;
         }
     }
 

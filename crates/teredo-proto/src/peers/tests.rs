@@ -1,6 +1,9 @@
-//! Tests of the peer table: entries, limits, expiry with virtual time, queues, probing
-//! after deletions, and a model check against `HashMap`.
+//! Tests of the peer table: entries, limits, growth and shrinking, expiry with virtual
+//! time, queues and their real memory, probing after deletions, and a model check against
+//! `HashMap`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
@@ -46,8 +49,12 @@ impl PeerTable {
             if s.probe > 1 {
                 assert!(prev.probe + 1 >= s.probe, "slot {i} breaks the Robin Hood order");
             }
+            assert_eq!(s.queue, self.queues.handle_of(&s.address), "slot {i}'s queue handle");
         }
         assert_eq!(count, self.len);
+        assert!(self.len <= self.capacity());
+        assert!(self.slots.len() <= self.max_slots);
+        assert!(self.queues.allocated() <= self.queues.charged(), "queues exceed their charge");
     }
 }
 
@@ -117,9 +124,86 @@ fn full_table_refuses_and_counts() {
 fn memory_per_peer() {
     assert_eq!(size_of::<Peer>(), 40);
     let t = table(DEFAULT_MAX_PEERS);
-    assert_eq!(t.slot_count(), slots_for(DEFAULT_MAX_PEERS));
+    assert_eq!(t.slot_count(), INITIAL_SLOTS);
+    assert_eq!(t.capacity(), INITIAL_SLOTS * 7 / 8);
+    assert_eq!(t.max_slot_count(), slots_for(DEFAULT_MAX_PEERS));
     let b = t.bytes_per_peer();
     assert!(b < 46.0 && b > 45.0, "{b}");
+    // A small table starts at its full size.
+    let t = table(100);
+    assert_eq!(t.slot_count(), slots_for(100));
+    assert_eq!(t.capacity(), 100);
+}
+
+#[test]
+fn grows_on_demand_within_64_bytes_per_peer() {
+    let max = 200_000;
+    let mut t = table(max);
+    let mut slots = t.slot_count();
+    let mut growths = 0;
+    for i in 0..max as u32 {
+        let (p, new) = t.get_or_insert(&addr(i), secs(1)).unwrap();
+        assert!(new);
+        p.trust(secs(1), map(i as u16));
+        if t.slot_count() != slots {
+            growths += 1;
+            assert!(t.slot_count() > slots && t.slot_count() <= t.max_slot_count());
+            slots = t.slot_count();
+        }
+        if t.len() >= 640 {
+            assert!(
+                t.slot_bytes_per_peer() <= 64.0,
+                "{} bytes per peer at {}",
+                t.slot_bytes_per_peer(),
+                t.len()
+            );
+        }
+    }
+    assert_eq!(t.stats().grown, growths);
+    assert!(growths >= 10, "{growths}");
+    assert_eq!(t.slot_count(), t.max_slot_count());
+    t.check_invariants();
+    for i in 0..max as u32 {
+        assert_eq!(t.get(&addr(i)).unwrap().mapping(), Some(map(i as u16)), "{i}");
+    }
+    // Full at max_peers: refused, and the table does not grow beyond it.
+    assert_eq!(t.get_or_insert(&addr(max as u32), secs(1)).unwrap_err(), TableFull);
+    assert_eq!(t.stats().refused_full, 1);
+    assert_eq!(t.slot_count(), slots_for(max));
+}
+
+#[test]
+fn full_at_max_peers_after_growth() {
+    for max in [1, 7, 896, 897, 5000] {
+        let mut t = table(max);
+        for i in 0..max as u32 {
+            assert!(t.get_or_insert(&addr(i), secs(1)).unwrap().1, "{max}: {i}");
+        }
+        assert_eq!(t.get_or_insert(&addr(max as u32), secs(1)).unwrap_err(), TableFull, "{max}");
+        let slots = t.slot_count();
+        assert!(slots <= slots_for(max), "{max}");
+        assert_eq!(t.len(), max);
+        t.check_invariants();
+        // A freed place is usable again, without growing.
+        assert!(t.remove(&addr(0)));
+        assert!(t.get_or_insert(&addr(max as u32), secs(1)).unwrap().1);
+        assert_eq!(t.slot_count(), slots);
+    }
+}
+
+#[test]
+fn reset_goes_back_to_the_initial_size() {
+    let mut t = table(100_000);
+    for i in 0..10_000 {
+        t.get_or_insert(&addr(i), secs(0)).unwrap();
+    }
+    assert!(t.slot_count() > INITIAL_SLOTS);
+    t.reset(secs(1));
+    assert_eq!((t.len(), t.slot_count()), (0, INITIAL_SLOTS));
+    for i in 0..2000 {
+        t.get_or_insert(&addr(i), secs(1)).unwrap();
+    }
+    t.check_invariants();
 }
 
 /// Runs every sweep step due by `until`, each at its own deadline, then calls
@@ -158,21 +242,141 @@ fn idle_entries_expire_between_30_and_60_seconds() {
 #[test]
 fn sweep_is_incremental_on_a_large_table() {
     let mut t = table(100_000);
-    let n = t.slot_count();
-    // Several steps per idle timeout, each a bounded batch.
-    let first = t.poll_timeout();
-    assert!(first < Instant::ZERO + DEFAULT_IDLE_TIMEOUT);
-    let steps = n.div_ceil(SWEEP_BATCH);
-    assert!(steps > 1);
     for i in 0..50_000 {
         t.get_or_insert(&addr(i), secs(0)).unwrap();
     }
+    // Several steps per idle timeout, each a bounded batch.
+    let n = t.slot_count();
+    let steps = n.div_ceil(SWEEP_BATCH);
+    assert!(steps > 1);
+    assert_eq!(t.sweep.interval, DEFAULT_IDLE_TIMEOUT / (steps as u32 + 1));
     // After one idle timeout, nothing is expired by a single step beyond its batch.
     t.handle_timeout(secs(31));
     assert!(t.stats().expired <= 2 * SWEEP_BATCH as u64);
     run_until(&mut t, secs(61));
     assert_eq!(t.len(), 0);
     assert_eq!(t.stats().expired, 50_000);
+    // The empty table shrank back at the end of a round.
+    run_until(&mut t, secs(100));
+    assert_eq!(t.slot_count(), INITIAL_SLOTS);
+}
+
+/// Peers arrive during 40 s, so that the table grows many times while the sweep runs;
+/// even-numbered ones are used every second, odd-numbered ones never again. Each unused
+/// entry goes between 30 and 60 s after its creation, each used one stays.
+#[test]
+fn expiry_after_growth_within_30_to_60_seconds() {
+    let mut t = table(200_000);
+    let mut born = Vec::new();
+    for ms in (0..=100_000u64).step_by(100) {
+        let now = Instant::from_millis(ms);
+        run_until(&mut t, now);
+        if ms < 40_000 {
+            for _ in 0..300 {
+                let i = born.len() as u32;
+                t.get_or_insert(&addr(i), now).unwrap();
+                born.push(now);
+            }
+        }
+        if ms % 1000 == 0 {
+            for (i, _) in born.iter().enumerate().step_by(2) {
+                t.get_mut(&addr(i as u32)).unwrap().used(now);
+            }
+            for (i, &b) in born.iter().enumerate().skip(1).step_by(2) {
+                let age = now.saturating_since(b);
+                let present = t.contains(&addr(i as u32));
+                assert!(present || age >= DEFAULT_IDLE_TIMEOUT, "{i} removed at age {age:?}");
+                assert!(!present || age < 2 * DEFAULT_IDLE_TIMEOUT, "{i} kept at age {age:?}");
+            }
+        }
+    }
+    assert_eq!(born.len(), 120_000);
+    assert!(t.stats().grown >= 10, "{:?}", t.stats());
+    assert_eq!(t.len(), 60_000);
+    assert_eq!(t.stats().expired, 60_000);
+    t.check_invariants();
+}
+
+/// After a flood of peers expires, the table shrinks back, and keeps the few peers that
+/// stay in use.
+#[test]
+fn shrinks_after_a_flood() {
+    let mut t = table(DEFAULT_MAX_PEERS);
+    for i in 0..100_000 {
+        t.get_or_insert(&addr(i), secs(0)).unwrap().0.trust(secs(0), map(i as u16));
+    }
+    let big = t.slot_count();
+    assert!(big * size_of::<Peer>() <= 64 * 100_000);
+    let mut s = 0;
+    while s < 120 {
+        s += 1;
+        run_until(&mut t, secs(s));
+        for i in 0..1000 {
+            t.get_mut(&addr(i)).unwrap().used(secs(s));
+        }
+    }
+    assert_eq!(t.len(), 1000);
+    assert!(t.stats().shrunk >= 1);
+    assert!(t.slot_count() <= 2 * INITIAL_SLOTS, "{}", t.slot_count());
+    assert!(t.slot_bytes_per_peer() <= 64.0, "{}", t.slot_bytes_per_peer());
+    for i in 0..1000 {
+        assert_eq!(t.get(&addr(i)).unwrap().mapping(), Some(map(i as u16)));
+    }
+    t.check_invariants();
+    // It grows again.
+    for i in 1000..50_000 {
+        t.get_or_insert(&addr(i), secs(s)).unwrap();
+    }
+    t.check_invariants();
+}
+
+#[test]
+fn queues_follow_their_peers_through_growth_and_removals() {
+    let mut t = table(20_000);
+    // Queues for every third peer, created while the table grows.
+    for i in 0..10_000u32 {
+        t.get_or_insert(&addr(i), secs(0)).unwrap();
+        if i % 3 == 0 {
+            let n = (i % 4 + 1) as u8;
+            for k in 0..n {
+                t.enqueue(&addr(i), Queued::Outbound, &[k; 50]).unwrap();
+            }
+        }
+    }
+    t.check_invariants();
+    // Removals, releases and discards move other queues in the index.
+    for i in (0..10_000u32).step_by(9) {
+        assert!(t.remove(&addr(i)));
+    }
+    for i in (3..10_000u32).step_by(18) {
+        t.discard_queue(&addr(i), |_, _| {});
+    }
+    let mut released = vec![];
+    for i in (6..10_000u32).step_by(12) {
+        if t.contains(&addr(i)) && t.release_queue(&addr(i), map(i as u16)) > 0 {
+            released.push(i);
+        }
+    }
+    t.check_invariants();
+    // Every remaining queue is still its peer's.
+    for i in 0..10_000u32 {
+        let Some(p) = t.get(&addr(i)) else { continue };
+        let expect = i % 3 == 0 && i % 18 != 3 && !released.contains(&i);
+        assert_eq!(p.has_queue(), expect, "{i}");
+        if expect {
+            assert_eq!(t.queue_len(&addr(i)), ((i % 4 + 1) as usize, 50 * (i % 4 + 1) as usize));
+        }
+    }
+    // Released queues come out whole, in the order of release.
+    let mut buf = [0u8; 100];
+    let mut got = vec![];
+    while let Some(r) = t.pop_released(&mut buf) {
+        got.push((r.peer, buf[0]));
+    }
+    let want: Vec<_> =
+        released.iter().flat_map(|&i| (0..(i % 4 + 1) as u8).map(move |k| (addr(i), k))).collect();
+    assert_eq!(got, want);
+    t.check_invariants();
 }
 
 #[test]
@@ -354,6 +558,9 @@ enum Op {
     Enqueue(u16, u16),
     Release(u16),
     Advance(u16),
+    /// Inserts `count` keys from `start` (in a space larger than the small keys', so that
+    /// the table grows across several sizes).
+    Fill(u16, u16),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -367,6 +574,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), 0u16..1500).prop_map(|(a, b)| Op::Enqueue(a, b)),
         1 => k.prop_map(Op::Release),
         1 => (0u16..20_000).prop_map(Op::Advance),
+        1 => (0u16..4000, 0u16..1500).prop_map(|(a, b)| Op::Fill(a, b)),
     ]
 }
 
@@ -380,16 +588,36 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// The table behaves as a HashMap of entries, with expiry between the idle timeout
-    /// and twice it, and the capacity limit.
+    /// and twice it, and the capacity limit, through growths (from 1024 slots to 3430 in
+    /// four steps) and shrinks.
     #[test]
     fn matches_a_hashmap(ops in proptest::collection::vec(op(), 1..400)) {
-        let max = 200;
+        let max = 3000;
         let mut t = table(max);
         let mut m: HashMap<u16, Model> = HashMap::new();
         let mut now = Instant::ZERO;
         let idle = DEFAULT_IDLE_TIMEOUT;
         for op in ops {
             match op {
+                Op::Fill(start, count) => {
+                    for k in start..start.saturating_add(count).min(4000) {
+                        let r = t.get_or_insert(&addr(k.into()), now);
+                        let full = m.len() >= max;
+                        match m.get_mut(&k) {
+                            Some(e) => {
+                                prop_assert!(matches!(r, Ok((_, false))));
+                                r.unwrap().0.used(now);
+                                e.used = now;
+                            }
+                            None if full => prop_assert_eq!(r.unwrap_err(), TableFull),
+                            None => {
+                                prop_assert!(matches!(r, Ok((_, true))));
+                                m.insert(k, Model { mapping: None, used: now });
+                            }
+                        }
+                    }
+                    t.check_invariants();
+                }
                 Op::Insert(k) => {
                     let r = t.get_or_insert(&addr(k.into()), now);
                     let full = m.len() >= max;
@@ -454,8 +682,138 @@ proptest! {
         }
         t.check_invariants();
         prop_assert!(t.queued_bytes() <= DEFAULT_QUEUE_BYTES_TOTAL);
+        if t.len() >= 640 {
+            prop_assert!(t.slot_bytes_per_peer() <= 64.0 || t.stats().expired > 0);
+        }
         for (k, e) in &m {
             prop_assert_eq!(t.get(&addr((*k).into())).map(|p| p.mapping()), Some(e.mapping));
         }
     }
+}
+
+/// Counts, per thread, the bytes allocated in glibc's size classes (see
+/// [`queue::malloc_chunk`]), to compare the queues' charge with what they really take.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
+}
+
+fn chunk(size: usize) -> isize {
+    queue::malloc_chunk(size) as isize
+}
+
+// SAFETY: every call is forwarded to the system allocator with the same arguments.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(chunk(layout.size()));
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(chunk(layout.size()));
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-chunk(layout.size()));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(chunk(new_size) - chunk(layout.size()));
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
+
+/// The global budget bounds the queues' real memory: after every operation, the bytes
+/// they hold from the allocator (counted by the global allocator, in glibc's size
+/// classes) are at most the charge, and the charge exceeds them by at most 72 bytes per
+/// packet in a flood of one packet per new peer, 144 per packet in longer queues (see
+/// the queue module's comment).
+#[test]
+fn queue_charge_bounds_real_memory() {
+    let limits = PeerLimits { max_peers: 20_000, queue_bytes_total: 64 << 20, ..PeerLimits::default() };
+    let mut t = PeerTable::new(limits, KEY, Instant::ZERO).unwrap();
+    for i in 0..10_000 {
+        t.get_or_insert(&addr(i), secs(0)).unwrap();
+    }
+    let base = live();
+    let real = |t: &PeerTable| {
+        let r = (live() - base) as usize;
+        assert_eq!(r, t.queues.allocated(), "the model of the queues' memory is exact");
+        r
+    };
+    // A flood: one packet to each of many peers, of every length from 40 to 1279.
+    let mut packets = 0;
+    for i in 0..5000u32 {
+        let len = 40 + (i as usize * 7) % 1240;
+        t.enqueue(&addr(i), Queued::Outbound, &vec![1; len]).unwrap();
+        packets += 1;
+        let (r, c) = (real(&t), t.queued_bytes());
+        assert!(r <= c, "{r} > {c} after {packets}");
+        assert!(c - r <= 72 * packets, "{c} - {r} after {packets}");
+    }
+    // Longer queues of small packets, down to empty ones.
+    for i in 5000..6000u32 {
+        for k in 0..(i % 20) as usize {
+            t.enqueue(&addr(i), Queued::Inbound { from: map(1) }, &vec![2; k * 3]).unwrap();
+            packets += 1;
+            let (r, c) = (real(&t), t.queued_bytes());
+            assert!(r <= c, "{r} > {c} after {packets}");
+            assert!(c - r <= 144 * packets);
+        }
+    }
+    // Leaving in every way: released and drained, discarded, removed with the peer.
+    let mut buf = [0u8; 1500];
+    for i in (0..6000u32).step_by(3) {
+        t.release_queue(&addr(i), map(1));
+        if i % 2 == 0 {
+            while t.pop_released(&mut buf).is_some() {}
+        }
+        assert!(real(&t) <= t.queued_bytes());
+    }
+    for i in (1..6000u32).step_by(3) {
+        t.discard_queue(&addr(i), |_, _| {});
+        assert!(real(&t) <= t.queued_bytes());
+    }
+    for i in (2..6000u32).step_by(3) {
+        t.remove(&addr(i));
+        assert!(real(&t) <= t.queued_bytes());
+    }
+    t.check_invariants();
+    while t.pop_released(&mut buf).is_some() {
+        assert!(real(&t) <= t.queued_bytes());
+    }
+    assert_eq!((real(&t), t.queued_bytes()), (0, 0), "everything is given back");
+    // A lone packet.
+    t.enqueue(&addr(9999), Queued::Outbound, &[0; 1280]).unwrap();
+    let (r, c) = (real(&t), t.queued_bytes());
+    assert!(r <= c && c - r <= 72, "{r} {c}");
+    t.reset(secs(1));
+    assert_eq!(t.queued_bytes(), 0);
 }

@@ -19,12 +19,7 @@ impl Detached {
     pub fn ready(&mut self) {
         if let Some(mut p) = self.pipe.take() {
             let _ = p.write_all(&[0]);
-            if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-                for fd in 0..3 {
-                    // SAFETY: duplicating a valid descriptor over a standard stream.
-                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                }
-            }
+            let _ = null_stdio();
         }
     }
 
@@ -34,6 +29,27 @@ impl Detached {
             let _ = p.write_all(&[status.max(1)]);
         }
     }
+}
+
+/// Points this process's standard streams at /dev/null, so that it holds no terminal or
+/// pipe of its caller any more. A detached daemon does it when it is ready, and before it
+/// forks a process that outlives start-up (the client's helper): a child would otherwise
+/// keep the caller's stdout and stderr open, and a caller that reads them to the end
+/// (`ssh host teredo run`, `$(...)`) would wait forever.
+pub fn null_stdio() -> io::Result<()> {
+    point_at_null(0..3)
+}
+
+/// Points each descriptor of `fds` at /dev/null (dup2).
+fn point_at_null(fds: impl IntoIterator<Item = i32>) -> io::Result<()> {
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in fds {
+        // SAFETY: duplicating a valid descriptor over another descriptor number.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Forks. Returns in the child only; the parent exits with the child's status byte (1 if
@@ -65,5 +81,26 @@ pub fn detach() -> io::Result<Detached> {
             };
             std::process::exit(code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointing_at_null_releases_a_pipe() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both were just created and are owned here.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        point_at_null([w.as_raw_fd()]).unwrap();
+        let target = std::fs::read_link(format!("/proc/self/fd/{}", w.as_raw_fd())).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"));
+        // The only write end is gone: the reader sees end of file at once.
+        let mut buf = [0u8; 1];
+        assert_eq!(File::from(r).read(&mut buf).unwrap(), 0);
+        drop(w);
     }
 }

@@ -2,12 +2,13 @@
 //! a drop-in for `miredo`, with the same configuration file and flags.
 //!
 //! Start-up, as root and single-threaded: read the configuration; create the TUN and bind
-//! the UDP socket; for a client, fork the privileged helper that alone may change the
-//! interface later (it keeps only CAP_NET_ADMIN, see `teredo_net::helper`); for a relay,
-//! configure the interface once (MTU, fe80::ffff:ffff:ffff, the route to the served
-//! prefix); detach unless `-f`; write the PID file; drop to the unprivileged user with no
-//! capability left. Then one worker thread runs the packet path: the sans-IO qualification
-//! procedure ([`teredo_proto::client::Client`]) and data path
+//! the UDP socket; for a relay, configure the interface once (MTU, fe80::ffff:ffff:ffff,
+//! the route to the served prefix); detach unless `-f`; write the PID file; for a client,
+//! fork the privileged helper that alone may change the interface later (it keeps only
+//! CAP_NET_ADMIN, see `teredo_net::helper`; forked after detaching, so that it is the
+//! daemon's own child, which waits for its final `down` and `destroy`); drop to the
+//! unprivileged user with no capability left. Then one worker thread runs the packet path:
+//! the sans-IO qualification procedure ([`teredo_proto::client::Client`]) and data path
 //! ([`teredo_proto::tunnel::Tunnel`]) driven by batched UDP I/O and the TUN. The main
 //! thread only waits for signals.
 
@@ -59,11 +60,53 @@ pub struct RunArgs {
     /// not read).
     #[arg(value_name = "SERVER_NAME")]
     pub server_name: Option<String>,
+    /// Client timers for tests, not for production (hidden from `--help`): see
+    /// [`ClientTimers`].
+    #[command(flatten)]
+    pub timers: ClientTimers,
 }
 
-/// The role-specific part of start-up.
+/// The client's qualification timers, shortened for the lab tests only: with Miredo's
+/// values (30 s refresh, 4 s × 3 reply timeouts, 100 s restart delay) a test of losing and
+/// regaining the server would take minutes. Hidden from `--help`; each defaults to the
+/// value of [`client::Config::new`], and values below 100 ms are raised to it.
+///
+/// `--test-refresh-interval-ms N`, `--test-reply-timeout-ms N`, `--test-restart-delay-ms N`.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ClientTimers {
+    /// The refresh interval (RFC 4380 §5.2.5), in milliseconds.
+    #[arg(long = "test-refresh-interval-ms", value_name = "MS", hide = true)]
+    pub refresh_interval_ms: Option<u64>,
+    /// The time to wait for an RA before soliciting again (RFC 4380 §5.2.1), in ms.
+    #[arg(long = "test-reply-timeout-ms", value_name = "MS", hide = true)]
+    pub reply_timeout_ms: Option<u64>,
+    /// The wait after the server was found unreachable, in milliseconds.
+    #[arg(long = "test-restart-delay-ms", value_name = "MS", hide = true)]
+    pub restart_delay_ms: Option<u64>,
+}
+
+impl ClientTimers {
+    /// `config` with the timers given on the command line.
+    pub fn apply(&self, mut config: client::Config) -> client::Config {
+        if let Some(ms) = self.refresh_interval_ms {
+            config.refresh_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.reply_timeout_ms {
+            config.reply_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.restart_delay_ms {
+            config.restart_delay = Duration::from_millis(ms);
+        }
+        config
+    }
+}
+
+/// The role-specific part of start-up. A client's helper is forked only after detaching
+/// (in `serve`), so that it is the daemon's own child: forked before, it would be the child
+/// of the parent that exits, and the daemon could not wait for its final `down` and
+/// `destroy`.
 enum Mode {
-    Client { helper: Helper, server: Host, server2: Option<Host> },
+    Client { helper: HelperOptions, server: Host, server2: Option<Host> },
     Relay { config: RelayConfig },
 }
 
@@ -172,8 +215,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
     let mode = match cfg.relay_type {
         RelayType::Client => {
             let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
-            let helper = helper::spawn(&tun, &HelperOptions { user, hook: cfg.client_hook.clone() })
-                .map_err(|e| StartError::new("privileged helper", e))?;
+            let helper = HelperOptions { user, hook: cfg.client_hook.clone() };
             let server = cfg.server_address.clone().ok_or_else(|| StartError("no Teredo server".into()))?;
             Mode::Client { helper, server, server2: cfg.server_address2.clone() }
         }
@@ -183,7 +225,11 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
                 config: RelayConfig {
                     prefix: cfg.prefix.0,
                     cone: cfg.relay_type == RelayType::Cone,
-                    unreachable_source: Some(LINK_LOCAL),
+                    // Not the TUN's link-local address: the kernel never forwards a
+                    // packet with a link-local source, so the native sender would never
+                    // see the error (Miredo's kernel-chosen source is global). The
+                    // unreachable destination is routable back to the sender.
+                    unreachable_source: None,
                 },
             }
         }
@@ -223,8 +269,21 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         Some(path) => Some(pidfile::create(path).map_err(|e| StartError::new(path.display(), e))?),
         None => None,
     };
-    signals::block().map_err(|e| StartError::new("blocking signals", e))?;
     let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
+    // The client's helper, forked while still root and single-threaded, in the detached
+    // process (see `Mode::Client`), and before the daemon's signals are blocked.
+    let helper = match &p.mode {
+        Mode::Client { helper, .. } => {
+            if detached.is_some() {
+                // Logs go to syslog now; the helper must not keep the caller's stdout and
+                // stderr open once the parent has exited.
+                detach::null_stdio().map_err(|e| StartError::new("/dev/null", e))?;
+            }
+            Some(helper::spawn(&p.tun, helper).map_err(|e| StartError::new("privileged helper", e))?)
+        }
+        Mode::Relay { .. } => None,
+    };
+    signals::block().map_err(|e| StartError::new("blocking signals", e))?;
     privileges::drop_privileges(&user, args.daemon.chroot.as_deref())
         .map_err(|e| StartError(e.to_string()))?;
 
@@ -236,22 +295,24 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         ..Default::default()
     };
     let (role, client, helper, server_hosts) = match p.mode {
-        Mode::Client { helper, server, server2 } => {
+        Mode::Client { server, server2, .. } => {
             let address = match &server {
                 Host::Ipv4(a) => client::ServerAddress::Ipv4(*a),
                 Host::Name(_) => client::ServerAddress::HostName,
             };
-            let mut c = client::Config::new(address);
+            let mut c = args.timers.apply(client::Config::new(address));
             c.secondary = server2.as_ref().and_then(Host::ipv4);
             let cl = Client::new(c, p.key.clone(), now).map_err(|e| StartError::new("ServerAddress", e))?;
-            (Role::Client, Some(cl), Some(helper), Some((server, server2)))
+            (Role::Client, Some(cl), helper, Some((server, server2)))
         }
         Mode::Relay { config } => (Role::Relay(config), None, None, None),
     };
     let tunnel = Tunnel::new(role, p.key, limits, now).map_err(|e| StartError::new("peer table", e))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let solicit = Arc::new(AtomicBool::new(false));
     let totals = Arc::new(Mutex::new(String::new()));
-    let what = if client.is_some() { "client" } else { "relay" };
+    let is_client = client.is_some();
+    let what = if is_client { "client" } else { "relay" };
     let mut worker = Worker {
         start,
         udp: p.udp,
@@ -266,6 +327,7 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         tx: SendBatch::new(BATCH, RECV_SIZE),
         buf: vec![0u8; RECV_SIZE],
         tun_buf: vec![0u8; 65536],
+        solicit: solicit.clone(),
     };
     info!(
         "Teredo {what} on {} (UDP {local}), running as {} (uid {})",
@@ -289,6 +351,16 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     }
     loop {
         match signals::wait() {
+            // Miredo restarts on SIGHUP, which Debian's ifupdown hook sends when an interface
+            // comes up: a client at least qualifies again at once (the network may have
+            // changed); the configuration is not read again.
+            Signal::Hangup if is_client => {
+                info!(
+                    "SIGHUP: soliciting the Teredo server again; restart teredo to apply a new \
+                     configuration"
+                );
+                solicit.store(true, Ordering::Relaxed);
+            }
             Signal::Hangup => {
                 info!("SIGHUP: reloading is not supported yet; restart teredo to apply a new configuration")
             }
@@ -324,6 +396,8 @@ struct Worker {
     tx: SendBatch,
     buf: Vec<u8>,
     tun_buf: Vec<u8>,
+    /// Set on SIGHUP: a client solicits its server at once ([`Client::solicit_now`]).
+    solicit: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -335,6 +409,9 @@ impl Worker {
         while !stop.load(Ordering::Relaxed) {
             let now = self.now();
             if let Some(c) = self.client.as_mut() {
+                if self.solicit.swap(false, Ordering::Relaxed) {
+                    c.solicit_now(now);
+                }
                 c.handle_timeout(now);
             }
             self.tunnel.handle_timeout(now);
@@ -558,5 +635,43 @@ impl Worker {
         {
             warn!("privileged helper: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn test_timers_are_hidden_and_applied() {
+        let cmd = Cmd::try_parse_from([
+            "run",
+            "--test-refresh-interval-ms",
+            "2000",
+            "--test-reply-timeout-ms=500",
+            "--test-restart-delay-ms",
+            "1",
+            "-f",
+        ])
+        .unwrap();
+        let c = cmd.run.timers.apply(client::Config::new(client::ServerAddress::HostName));
+        assert_eq!(c.refresh_interval, Duration::from_secs(2));
+        assert_eq!(c.reply_timeout, Duration::from_millis(500));
+        assert_eq!(c.restart_delay, Duration::from_millis(1));
+        assert_eq!(c.tries, client::DEFAULT_TRIES);
+        // Without them, Miredo's timers.
+        let cmd = Cmd::try_parse_from(["run", "-f"]).unwrap();
+        let c = cmd.run.timers.apply(client::Config::new(client::ServerAddress::HostName));
+        assert_eq!(c, client::Config::new(client::ServerAddress::HostName));
+        let help = <Cmd as clap::CommandFactory>::command().render_help().to_string();
+        assert!(!help.contains("test-"), "{help}");
     }
 }

@@ -7,6 +7,11 @@
 //! then start the workers. Each worker receives and sends in batches (recvmmsg/sendmmsg)
 //! and hands every datagram to the sans-IO [`teredo_proto::server::Server`]. The main
 //! thread only waits for signals.
+//!
+//! With `--tx packet`, each worker also opens (as root, before the drop) a packet socket
+//! ([`teredo_net::packet_tx::PacketTx`]) and sends its answers as whole Ethernet frames,
+//! written in place, past the kernel's UDP output path; a datagram whose next hop is not
+//! resolved yet goes through the worker's UDP socket instead. Receiving is unchanged.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -14,11 +19,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use socket2::Socket;
 use teredo_net::batch::{RecvBatch, SendBatch};
+use teredo_net::packet_tx::{PacketTx, Queued};
 use teredo_net::udp::{RawIpv6, bind_udp};
 use teredo_net::{poll, privileges};
 use teredo_proto::address::TEREDO_PORT;
@@ -44,16 +50,34 @@ pub struct ServerArgs {
     /// Worker threads, each with its own sockets (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// How answers leave: `socket` (the UDP sockets) or `packet` (whole Ethernet frames on
+    /// a packet socket, much cheaper per datagram). `packet` bypasses the queueing
+    /// discipline and the host firewall's output chains, needs the server addresses on an
+    /// Ethernet interface (datagrams it cannot route that way go through the sockets), and
+    /// is meant for dedicated servers.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Tx::Socket)]
+    pub tx: Tx,
     /// The primary server address, instead of ServerBindAddress (the secondary is then
     /// this address plus one).
     #[arg(value_name = "SERVER_ADDRESS")]
     pub server_address: Option<String>,
 }
 
+/// How the server sends (`--tx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tx {
+    /// sendmmsg on the UDP sockets.
+    Socket,
+    /// Ethernet frames on a packet socket (AF_PACKET, qdisc bypassed).
+    Packet,
+}
+
 /// What start-up produced: everything the workers need.
 struct Prepared {
     server: Server,
     sockets: Vec<(Socket, Socket)>,
+    /// One packet socket per worker with `--tx packet`.
+    packet: Vec<PacketTx>,
     raw: Option<RawIpv6>,
     facility: u8,
 }
@@ -145,6 +169,24 @@ fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
         };
         sockets.push((bind(primary)?, bind(secondary)?));
     }
+    // Packet sockets need CAP_NET_RAW: opened now, used after the drop.
+    let mut packet = Vec::new();
+    if args.tx == Tx::Packet {
+        for _ in 0..workers {
+            packet.push(PacketTx::open(BATCH).map_err(|e| StartError::new("--tx packet: packet socket", e))?);
+        }
+        if let Some(p) = packet.first() {
+            if p.ethernet_links() == 0 {
+                eprintln!(
+                    "teredo server: warning: --tx packet: no Ethernet interface is up; answers go through the UDP sockets"
+                );
+            } else if p.policy_routing() {
+                eprintln!(
+                    "teredo server: warning: --tx packet: policy routing rules are in use; answers go through the UDP sockets"
+                );
+            }
+        }
+    }
     // Forwarding echo tests to native hosts needs a raw socket; without one the server
     // still qualifies clients, so a failure is a warning.
     let raw = match RawIpv6::open() {
@@ -156,7 +198,7 @@ fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
             None
         }
     };
-    Ok(Prepared { server, sockets, raw, facility: cfg.syslog_facility.code() })
+    Ok(Prepared { server, sockets, packet, raw, facility: cfg.syslog_facility.code() })
 }
 
 fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>) -> Result<(), StartError> {
@@ -180,13 +222,24 @@ fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>
     let stop = Arc::new(AtomicBool::new(false));
     let totals = Arc::new(Mutex::new(ServerStats::default()));
     let workers = p.sockets.len();
+    let tx_mode = if p.packet.is_empty() { "socket" } else { "packet" };
+    let mut packet = p.packet.into_iter();
     let mut handles = Vec::new();
     for (i, (primary, secondary)) in p.sockets.into_iter().enumerate() {
         let (server, raw, stop, totals) = (server.clone(), raw.clone(), stop.clone(), totals.clone());
+        let mut ptx = packet.next();
         let h = thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
-                let stats = worker(&server, &primary, &secondary, raw.as_ref().as_ref(), &stop);
+                let socks = [&primary, &secondary];
+                let stats = worker(&server, socks, ptx.as_mut(), raw.as_ref().as_ref(), &stop);
+                if let Some(p) = &ptx {
+                    let s = p.stats();
+                    info!(
+                        "worker {i}: {} frames sent on the packet socket, {} datagrams through the UDP sockets, {} frames refused",
+                        s.frames, s.fallbacks, s.errors
+                    );
+                }
                 if let Ok(mut t) = totals.lock() {
                     t.add(&stats);
                 }
@@ -195,7 +248,7 @@ fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>
         handles.push(h);
     }
     info!(
-        "Teredo server on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {:x}::/32, MTU {}, {workers} worker(s), running as {} (uid {})",
+        "Teredo server on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {:x}::/32, MTU {}, {workers} worker(s), TX by {tx_mode}, running as {} (uid {})",
         cfg.primary,
         cfg.secondary,
         cfg.prefix >> 16,
@@ -230,22 +283,27 @@ fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>
     Ok(())
 }
 
-/// One worker: serve both sockets until `stop`.
+/// One worker: serve both sockets until `stop`; answers leave by `packet` when given
+/// (and possible), by the sockets otherwise.
 fn worker(
     server: &Server,
-    primary: &Socket,
-    secondary: &Socket,
+    socks: [&Socket; 2],
+    mut packet: Option<&mut PacketTx>,
     raw: Option<&RawIpv6>,
     stop: &AtomicBool,
 ) -> ServerStats {
     let mut stats = ServerStats::default();
     let mut rx = RecvBatch::new(BATCH, RECV_SIZE);
     let mut tx = [SendBatch::new(BATCH, 1500), SendBatch::new(BATCH, 1500)];
-    let socks = [primary, secondary];
+    let cfg = *server.config();
+    let addrs = [cfg.primary, cfg.secondary];
     let mut scratch = [0u8; 1500];
     let mut errors_logged = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        let ready = match poll::readable(&[primary.as_fd(), secondary.as_fd()], Duration::from_millis(500)) {
+        if let Some(p) = packet.as_deref_mut() {
+            p.maintain(Instant::now());
+        }
+        let ready = match poll::readable(&[socks[0].as_fd(), socks[1].as_fd()], Duration::from_millis(500)) {
             Ok(r) => r,
             Err(e) => {
                 warn!("poll: {e}");
@@ -276,17 +334,38 @@ fn worker(
                         stats.malformed += 1;
                         continue;
                     }
-                    let action = server.handle_datagram(local, from, data, &mut scratch);
+                    // With a packet socket the answer is written straight into the next
+                    // frame, behind the room for its headers.
+                    let out = match packet.as_deref_mut() {
+                        Some(p) => {
+                            if p.is_full() {
+                                let _ = p.flush();
+                            }
+                            p.payload_mut()
+                        }
+                        None => None,
+                    };
+                    let in_frame = out.is_some();
+                    let action = server.handle_datagram(local, from, data, out.unwrap_or(&mut scratch[..]));
                     stats.count(&action);
                     match action {
                         Action::SendUdp { from: out, to, len, .. } => {
                             let o = usize::from(out == Local::Secondary);
+                            let bytes = match packet.as_deref_mut() {
+                                Some(p) if in_frame => {
+                                    match p.commit(SocketAddrV4::new(addrs[o], TEREDO_PORT), to, len) {
+                                        Queued::Frame => continue,
+                                        Queued::Socket(bytes) => bytes,
+                                    }
+                                }
+                                _ => &scratch[..len],
+                            };
                             if tx[o].is_full() {
                                 let _ = tx[o].flush(socks[o].as_fd());
                             }
                             if let Some(buf) = tx[o].next_buf() {
-                                buf[..len].copy_from_slice(&scratch[..len]);
-                                tx[o].commit(len, to);
+                                buf[..bytes.len()].copy_from_slice(bytes);
+                                tx[o].commit(bytes.len(), to);
                             }
                         }
                         Action::SendIpv6 { start, len, dst } => {
@@ -296,6 +375,11 @@ fn worker(
                         }
                         Action::Drop(_) => {}
                     }
+                }
+                if let Some(p) = packet.as_deref_mut()
+                    && !p.is_empty()
+                {
+                    let _ = p.flush();
                 }
                 for o in 0..2 {
                     if !tx[o].is_empty() {

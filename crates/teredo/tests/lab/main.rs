@@ -9,6 +9,8 @@
 //! except under `CI=true` where they fail. Run them with
 //! `cargo test -p teredo --test lab -- --nocapture` to see the measurements they print.
 
+mod client;
+mod relay;
 mod server;
 
 use std::path::{Path, PathBuf};

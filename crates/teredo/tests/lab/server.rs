@@ -12,7 +12,10 @@
 //! 5. its packet path runs unprivileged: non-zero uid and no capability in every thread,
 //!    and `-u root` or an unknown user is refused with exit status 1;
 //! 6. it forwards a client's echo test (RFC 4380 §5.2.9) to a native IPv6 host through its
-//!    raw socket, so that a Miredo client reaches the host through a Miredo relay.
+//!    raw socket, so that a Miredo client reaches the host through a Miredo relay;
+//! 7. with `--tx packet` (answers sent as Ethernet frames on a packet socket): a Miredo
+//!    client behind a NAT qualifies, the Windows-style RS of point 3 is answered from the
+//!    other address, the workers hold no capability, and frames were really used.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use teredo_lab::lab::{SERVER_IPV4, SERVER_IPV4_2};
 use teredo_lab::miredo::{self, IFACE};
-use teredo_lab::{Client, Lab, NatKind, Node, wait_until};
+use teredo_lab::{Client, Daemon, Lab, NatKind, Node, wait_until};
 use teredo_proto::address::{Flags, TEREDO_PORT, TEREDO_PREFIX, TeredoAddress, server_link_local};
 use teredo_proto::checksum;
 use teredo_proto::server::ALL_ROUTERS;
@@ -243,102 +246,203 @@ fn check_advertisement(
 /// server sent, without a malformed or error mark.
 #[test]
 fn server_answers_windows_rs_from_other_address() {
-    teredo_lab::run("srv-windows-rs", &["tshark"], |lab: &mut Lab| -> TestResult {
-        let server = lab.server()?;
-        // A full-cone NAT lets the answer from the other address in, as a Windows client's
-        // cone test expects when its NAT is a cone.
-        let client = lab.client_behind(NatKind::FullCone)?;
-        let nat = client.nat.clone().ok_or("client without NAT")?;
-        let _server_d = start_teredo_server(&server, &[])?;
-        let sock = client.udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
-        let primary = SocketAddrV4::new(SERVER_IPV4, TEREDO_PORT);
-        let secondary = SocketAddrV4::new(SERVER_IPV4_2, TEREDO_PORT);
-        // The NAT's public mapping of the flow between the client and `to`. The flow may
-        // have been opened from outside: the RA from the other address opens the flow
-        // that the next RS to that address then uses.
-        let mapping = |to: SocketAddrV4| -> TestResult<SocketAddrV4> {
-            let port = nat.conntrack_udp()?.into_iter().find_map(|e| {
-                if *e.orig_src.ip() == client.ipv4 && e.orig_dst == to {
-                    Some(e.reply_dst.port())
-                } else if e.orig_src == to && *e.reply_src.ip() == client.ipv4 {
-                    Some(e.orig_dst.port())
-                } else {
-                    None
-                }
-            });
-            Ok(SocketAddrV4::new(nat.public, port.ok_or_else(|| format!("no NAT flow to {to}"))?))
-        };
+    teredo_lab::run("srv-windows-rs", &["tshark"], |lab: &mut Lab| windows_rs_from_other_address(lab, &[]));
+}
 
-        // The capture's bytes, to the primary: answered from the secondary.
-        let windows = unhex(WINDOWS_RS);
-        let built = router_solicitation(WINDOWS_LINK_LOCAL, WINDOWS_NONCE, Some(&WINDOWS_SLLA))?;
-        ensure!(built == windows, "the builders do not reproduce frame 6: {built:02x?}");
-        let (from, ra) = solicit(&sock, primary, &windows, WINDOWS_NONCE)?;
-        ensure!(from == SocketAddr::V4(secondary), "cone RS to {primary} answered from {from}");
-        let mtu = check_advertisement(&ra, WINDOWS_NONCE, mapping(primary)?, WINDOWS_LINK_LOCAL)?;
-        println!("windows RS to {primary}: RA from {from}, origin {}, MTU {mtu}", mapping(primary)?);
+/// Point 3 with the server started with `extra` arguments. With `--tx packet` the frames
+/// bypass the server's own capture, so the RAs are looked for on the router's side, and
+/// the server must have sent some of them as frames.
+fn windows_rs_from_other_address(lab: &mut Lab, extra: &[&str]) -> TestResult {
+    let server = lab.server()?;
+    // A full-cone NAT lets the answer from the other address in, as a Windows client's
+    // cone test expects when its NAT is a cone.
+    let client = lab.client_behind(NatKind::FullCone)?;
+    let nat = client.nat.clone().ok_or("client without NAT")?;
+    let packet_tx = extra.contains(&"packet");
+    let router_pcap = if packet_tx {
+        let inet = lab.internet().clone();
+        Some(lab.capture(&inet, "srv")?)
+    } else {
+        None
+    };
+    let mut server_d = start_teredo_server(&server, extra)?;
+    let sock = client.udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+    if packet_tx {
+        prime_next_hop(&sock, SERVER_IPV4)?;
+    }
+    let primary = SocketAddrV4::new(SERVER_IPV4, TEREDO_PORT);
+    let secondary = SocketAddrV4::new(SERVER_IPV4_2, TEREDO_PORT);
+    // The NAT's public mapping of the flow between the client and `to`. The flow may
+    // have been opened from outside: the RA from the other address opens the flow
+    // that the next RS to that address then uses.
+    let mapping = |to: SocketAddrV4| -> TestResult<SocketAddrV4> {
+        let port = nat.conntrack_udp()?.into_iter().find_map(|e| {
+            if *e.orig_src.ip() == client.ipv4 && e.orig_dst == to {
+                Some(e.reply_dst.port())
+            } else if e.orig_src == to && *e.reply_src.ip() == client.ipv4 {
+                Some(e.orig_dst.port())
+            } else {
+                None
+            }
+        });
+        Ok(SocketAddrV4::new(nat.public, port.ok_or_else(|| format!("no NAT flow to {to}"))?))
+    };
 
-        // The same, built, to the secondary: answered from the primary.
-        let nonce2 = [1, 2, 3, 4, 5, 6, 7, 8];
-        let rs = router_solicitation(WINDOWS_LINK_LOCAL, nonce2, Some(&WINDOWS_SLLA))?;
-        let (from, ra) = solicit(&sock, secondary, &rs, nonce2)?;
-        ensure!(from == SocketAddr::V4(primary), "cone RS to {secondary} answered from {from}");
-        check_advertisement(&ra, nonce2, mapping(secondary)?, WINDOWS_LINK_LOCAL)?;
-        println!("cone RS to {secondary}: RA from {from}, origin {}", mapping(secondary)?);
+    // The capture's bytes, to the primary: answered from the secondary.
+    let windows = unhex(WINDOWS_RS);
+    let built = router_solicitation(WINDOWS_LINK_LOCAL, WINDOWS_NONCE, Some(&WINDOWS_SLLA))?;
+    ensure!(built == windows, "the builders do not reproduce frame 6: {built:02x?}");
+    let (from, ra) = solicit(&sock, primary, &windows, WINDOWS_NONCE)?;
+    ensure!(from == SocketAddr::V4(secondary), "cone RS to {primary} answered from {from}");
+    let mtu = check_advertisement(&ra, WINDOWS_NONCE, mapping(primary)?, WINDOWS_LINK_LOCAL)?;
+    println!("windows RS to {primary}: RA from {from}, origin {}, MTU {mtu}", mapping(primary)?);
 
-        // Without the cone bit: answered from the address it was sent to.
-        let nonce3 = [9, 9, 9, 9, 9, 9, 9, 9];
-        let rs = router_solicitation(RESTRICTED_LINK_LOCAL, nonce3, None)?;
-        let (from, ra) = solicit(&sock, primary, &rs, nonce3)?;
-        ensure!(from == SocketAddr::V4(primary), "restricted RS to {primary} answered from {from}");
-        check_advertisement(&ra, nonce3, mapping(primary)?, RESTRICTED_LINK_LOCAL)?;
+    // The same, built, to the secondary: answered from the primary.
+    let nonce2 = [1, 2, 3, 4, 5, 6, 7, 8];
+    let rs = router_solicitation(WINDOWS_LINK_LOCAL, nonce2, Some(&WINDOWS_SLLA))?;
+    let (from, ra) = solicit(&sock, secondary, &rs, nonce2)?;
+    ensure!(from == SocketAddr::V4(primary), "cone RS to {secondary} answered from {from}");
+    check_advertisement(&ra, nonce2, mapping(secondary)?, WINDOWS_LINK_LOCAL)?;
+    println!("cone RS to {secondary}: RA from {from}, origin {}", mapping(secondary)?);
 
-        // tshark on the server side: every RA decodes, none is marked.
-        let pcap = server_pcap(lab)?;
-        let fields = [
-            "ip.src",
-            "udp.srcport",
-            "ip.dst",
-            "teredo.orig.addr",
-            "teredo.orig.port",
-            "teredo.auth.nonce",
-            "ipv6.src",
-            "ipv6.dst",
-            "icmpv6.opt.prefix",
-            "icmpv6.opt.mtu",
-            "icmpv6.checksum.status",
-        ];
-        let ras = wait_until("the three RAs in the server capture", WAIT, || {
-            let lines = tshark(&pcap, "icmpv6.type == 134", &fields)
-                .map_err(|e| teredo_lab::LabError::Invalid(e.to_string()))?;
-            Ok((lines.len() >= 3).then_some(lines))
-        })?;
-        for l in &ras {
-            println!("tshark RA: {l}");
-            let f: Vec<&str> = l.split('|').collect();
-            ensure!(f.len() == fields.len(), "tshark line {l:?}");
-            ensure!(
-                (f[0] == "192.0.2.1" || f[0] == "192.0.2.2") && f[1] == "3544",
-                "RA not from the server: {l}"
-            );
-            ensure!(f[3] == nat.public.to_string(), "RA origin {} in {l}", f[3]);
-            ensure!(f[8] == "2001:0:c000:201::" && !f[9].is_empty(), "RA prefix or MTU in {l}");
-            ensure!(f[10] == "1", "tshark does not find the RA's checksum good: {l}");
-        }
-        // A bad ICMPv6 checksum is only a warning for tshark 4.0: ask for warnings too.
-        let marked = tshark(
-            &pcap,
-            "teredo && (_ws.malformed || _ws.expert.severity >= warning || icmpv6.checksum.status == \"Bad\")",
-            &[],
-        )?;
+    // Without the cone bit: answered from the address it was sent to.
+    let nonce3 = [9, 9, 9, 9, 9, 9, 9, 9];
+    let rs = router_solicitation(RESTRICTED_LINK_LOCAL, nonce3, None)?;
+    let (from, ra) = solicit(&sock, primary, &rs, nonce3)?;
+    ensure!(from == SocketAddr::V4(primary), "restricted RS to {primary} answered from {from}");
+    check_advertisement(&ra, nonce3, mapping(primary)?, RESTRICTED_LINK_LOCAL)?;
+
+    // tshark on the server side (the router's, for frames): every RA decodes, none is
+    // marked.
+    let pcap = match router_pcap {
+        Some(p) => p,
+        None => server_pcap(lab)?,
+    };
+    let fields = [
+        "ip.src",
+        "udp.srcport",
+        "ip.dst",
+        "teredo.orig.addr",
+        "teredo.orig.port",
+        "teredo.auth.nonce",
+        "ipv6.src",
+        "ipv6.dst",
+        "icmpv6.opt.prefix",
+        "icmpv6.opt.mtu",
+        "icmpv6.checksum.status",
+    ];
+    let ras = wait_until("the three RAs in the server capture", WAIT, || {
+        let lines = tshark(&pcap, "icmpv6.type == 134", &fields)
+            .map_err(|e| teredo_lab::LabError::Invalid(e.to_string()))?;
+        Ok((lines.len() >= 3).then_some(lines))
+    })?;
+    for l in &ras {
+        println!("tshark RA: {l}");
+        let f: Vec<&str> = l.split('|').collect();
+        ensure!(f.len() == fields.len(), "tshark line {l:?}");
         ensure!(
-            marked.is_empty(),
-            "tshark marks Teredo frames as malformed, erroneous or suspicious:\n{}",
-            marked.join("\n")
+            (f[0] == "192.0.2.1" || f[0] == "192.0.2.2") && f[1] == "3544",
+            "RA not from the server: {l}"
         );
-        let teredo_frames = tshark(&pcap, "teredo", &[])?.len();
-        println!("tshark: {} RAs, {teredo_frames} Teredo frames, none malformed", ras.len());
+        ensure!(f[3] == nat.public.to_string(), "RA origin {} in {l}", f[3]);
+        ensure!(f[8] == "2001:0:c000:201::" && !f[9].is_empty(), "RA prefix or MTU in {l}");
+        ensure!(f[10] == "1", "tshark does not find the RA's checksum good: {l}");
+    }
+    // A bad ICMPv6 checksum is only a warning for tshark 4.0: ask for warnings too.
+    let marked = tshark(
+        &pcap,
+        "teredo && (_ws.malformed || _ws.expert.severity >= warning || icmpv6.checksum.status == \"Bad\")",
+        &[],
+    )?;
+    ensure!(
+        marked.is_empty(),
+        "tshark marks Teredo frames as malformed, erroneous or suspicious:\n{}",
+        marked.join("\n")
+    );
+    let teredo_frames = tshark(&pcap, "teredo", &[])?.len();
+    println!("tshark: {} RAs, {teredo_frames} Teredo frames, none malformed", ras.len());
+    if packet_tx {
+        let frames = packet_frames_sent(&mut server_d)?;
+        ensure!(frames >= 3, "{frames} of the three RAs went out as frames:\n{}", server_d.log());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Answers as Ethernet frames (`--tx packet`)
+// ---------------------------------------------------------------------------------------
+
+/// The server's first answer goes through its UDP socket, which makes the kernel resolve
+/// the next hop (ARP); the workers pick the neighbour entry up within a second (kernel
+/// notification, then a refresh). Later answers are frames. The RS goes to `to`.
+fn prime_next_hop(sock: &UdpSocket, to: Ipv4Addr) -> TestResult {
+    let nonce = [0x70, 0x72, 0x69, 0x6d, 0x65, 0, 0, 1];
+    let rs = router_solicitation(RESTRICTED_LINK_LOCAL, nonce, None)?;
+    solicit(sock, SocketAddrV4::new(to, TEREDO_PORT), &rs, nonce)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    Ok(())
+}
+
+/// Stops a `teredo server --tx packet` and returns how many frames its workers sent on
+/// their packet sockets (from the lines they log when they stop).
+fn packet_frames_sent(d: &mut Daemon) -> TestResult<u64> {
+    d.stop()?;
+    let log = d.log();
+    let mut frames = 0;
+    let mut workers = 0;
+    for l in log.lines() {
+        if let Some((head, _)) = l.split_once(" frames sent on the packet socket")
+            && let Some(n) = head.split_whitespace().last().and_then(|n| n.parse::<u64>().ok())
+        {
+            println!("{}", l.trim());
+            frames += n;
+            workers += 1;
+        }
+    }
+    ensure!(workers >= 1, "no packet TX counters in the log:\n{log}");
+    Ok(frames)
+}
+
+/// A Miredo client behind a port-restricted NAT (the RA must come from exactly the address
+/// and port the RS went to) qualifies against `teredo server --tx packet`; every thread
+/// of the server is without capability while it sends frames; and frames were sent.
+#[test]
+fn server_packet_tx_qualifies_miredo_behind_port_restricted() {
+    teredo_lab::run("srv-ptx-qualify", MIREDO_NEEDS, |lab: &mut Lab| -> TestResult {
+        let server = lab.server()?;
+        let client = lab.client_behind(NatKind::PortRestricted)?;
+        let mut server_d = start_teredo_server(&server, &["--tx", "packet"])?;
+        ensure!(server_d.log().contains("TX by packet"), "not in packet mode:\n{}", server_d.log());
+        // To the secondary address: the check of the client's mapping looks for its flow
+        // to the primary.
+        let sock = client.udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        prime_next_hop(&sock, SERVER_IPV4_2)?;
+        let _client_d = miredo::start_client(&client, &server, IFACE)?;
+        check_qualified(&client, server.primary)?;
+        let pid = server_d.pid().ok_or("server not running")?;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status"))?;
+            let (name, eff, prm) = (
+                status_field(&status, "Name"),
+                status_field(&status, "CapEff"),
+                status_field(&status, "CapPrm"),
+            );
+            ensure!(
+                eff.chars().all(|c| c == '0') && prm.chars().all(|c| c == '0'),
+                "thread {name} has CapEff {eff} CapPrm {prm}"
+            );
+        }
+        let frames = packet_frames_sent(&mut server_d)?;
+        ensure!(frames >= 1, "no RA went out as a frame:\n{}", server_d.log());
         Ok(())
+    });
+}
+
+/// Point 3 with `--tx packet`.
+#[test]
+fn server_packet_tx_answers_windows_rs_from_other_address() {
+    teredo_lab::run("srv-ptx-windows-rs", &["tshark"], |lab: &mut Lab| {
+        windows_rs_from_other_address(lab, &["--tx", "packet"])
     });
 }
 

@@ -1,0 +1,199 @@
+//! Throughput benchmark of the Teredo relay: Miredo 1.2.6 against `teredo run`, on the same
+//! lab path, in the same run, with native IPv4 on (almost) the same path as the ceiling.
+//!
+//! The path (teredo-lab namespaces): the native IPv6 host (2001:db8:3::1) — the "internet"
+//! router — the relay (203.0.113.1; IPv6 in, Teredo/UDP out through its TUN) — the
+//! router — a port-restricted NAT (198.51.100.1) — the client (10.0.1.2, Teredo address
+//! on its TUN). Our `teredo server` qualifies the clients and is off the data path.
+//!
+//! Phases, one after the other:
+//!
+//! - (a) `miredo` client + `miredo` relay (`RelayType cone`, the lab's config);
+//! - (b) `teredo run` client + `teredo run` relay, the same configs;
+//! - (c) native IPv4 between the relay's namespace (iperf3 server on 203.0.113.1) and the
+//!   client's namespace, through the router and the NAT: every namespace and veth of the
+//!   Teredo path but the v6 host's link, with no tunnel. (The v6 host has no IPv4.)
+//!
+//! In each: iperf3 TCP (one stream) client → host and host → client (`-R`), and UDP as
+//! fast as iperf3 sends (`-b 0`) with 1200-byte and 64-byte payloads in both directions,
+//! counting the datagrams *delivered* per second (sent minus lost, at the receiver). The
+//! iperf3 server runs at the far end (the v6 host, or the relay's namespace for IPv4), so
+//! the client always opens the flow, as Teredo needs behind a port-restricted NAT. Also
+//! printed: the CPU the relay's processes used, in cores. Then the ratios b/a and b/c.
+//!
+//! Run (as root; needs Miredo, iperf3, ping):
+//!
+//! ```text
+//! cargo bench -p teredo --bench relay_throughput
+//! ```
+//!
+//! Environment: `TEREDO_BENCH_SECS` (seconds per iperf3 run, default 5; TCP runs omit one more),
+//! `TEREDO_BENCH_ONLY` (comma-separated phase letters, e.g. `b`), `TEREDO_BENCH_TEREDO`
+//! (another `teredo` binary), `TEREDO_BENCH_SHARE_CPU` (keep the ordinary priority; see
+//! `server_load`). The lab's namespaces and every process are removed on exit, on error
+//! and on Ctrl-C.
+
+#[path = "relay/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::process::ExitCode;
+
+use common::{Figure, Impl, Path6, Test, check_interrupted, cpu_secs, iperf3, iperf3_server, pids_named};
+use teredo_lab::{Lab, Node};
+
+/// The measurements of one phase, in [`TESTS`] order.
+type Row = Vec<(Figure, f64)>;
+
+/// Label, test, reverse (the far end sends to the client).
+const TESTS: [(&str, Test, bool); 6] = [
+    ("TCP client->host", Test::Tcp, false),
+    ("TCP host->client", Test::Tcp, true),
+    ("UDP 1200 client->host", Test::Udp(1200), false),
+    ("UDP 1200 host->client", Test::Udp(1200), true),
+    ("UDP 64 client->host", Test::Udp(64), false),
+    ("UDP 64 host->client", Test::Udp(64), true),
+];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay_throughput: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    common::check_requirements("relay_throughput")?;
+    let secs = common::env_secs("TEREDO_BENCH_SECS", 5.0)?;
+    let teredo =
+        std::env::var("TEREDO_BENCH_TEREDO").unwrap_or_else(|_| env!("CARGO_BIN_EXE_teredo").to_owned());
+    let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
+    let wanted = |p: &str| only.is_empty() || only.split(',').any(|w| w.trim() == p);
+    common::catch_signals();
+    common::raise_priority("relay_throughput");
+
+    let mut lab = Lab::new("bench-relay-throughput").map_err(|e| e.to_string())?;
+    let path = Path6::build(&mut lab, &teredo)?;
+    println!(
+        "relay_throughput: {} s per iperf3 run; v6 host {} <-> relay {} <-> port-restricted NAT {} <-> client {}",
+        secs,
+        path.host.ipv6,
+        path.relay.ipv4,
+        path.client.public_ipv4(),
+        path.client.ipv4
+    );
+    let mut rows: Vec<(&str, Row)> = Vec::new();
+    for (p, label, which) in [("a", "(a) miredo", Impl::Miredo), ("b", "(b) teredo", Impl::Teredo)] {
+        if !wanted(p) {
+            continue;
+        }
+        check_interrupted()?;
+        let (relay_d, client_d, addr) = path.start(which, &teredo)?;
+        let program = match which {
+            Impl::Miredo => "miredo",
+            Impl::Teredo => "teredo",
+        };
+        let relay_pids = pids_named(&path.relay, program);
+        println!("{label}: client {addr}, relay pids {relay_pids:?}");
+        let srv = iperf3_server(&path.host)?;
+        let row = measure(label, &path.client, &path.host.ipv6.to_string(), &relay_pids, secs)?;
+        drop((srv, client_d, relay_d));
+        rows.push((label, row));
+    }
+    if wanted("c") {
+        check_interrupted()?;
+        let label = "(c) IPv4";
+        let srv = iperf3_server(&path.relay)?;
+        println!(
+            "{label}: iperf3 over IPv4, client {} -> NAT -> router -> relay namespace {}",
+            path.client.ipv4, path.relay.ipv4
+        );
+        let row = measure(label, &path.client, &path.relay.ipv4.to_string(), &[], secs)?;
+        drop(srv);
+        rows.push((label, row));
+    }
+    print_table(&rows);
+    drop(path);
+    drop(lab);
+    Ok(())
+}
+
+/// Runs every test of [`TESTS`] from `client` to `target`; returns the figures and the
+/// cores the `relay_pids` used.
+fn measure(label: &str, client: &Node, target: &str, relay_pids: &[u32], secs: f64) -> Result<Row, String> {
+    let mut row = Vec::new();
+    for (name, test, reverse) in TESTS {
+        let (c0, t0) = (cpu_secs(relay_pids), std::time::Instant::now());
+        let f = iperf3(client, target, test, reverse, secs).map_err(|e| format!("{label} {name}: {e}"))?;
+        let cores = (cpu_secs(relay_pids) - c0) / t0.elapsed().as_secs_f64();
+        println!("  {label:<11} {name:<22} {}   relay CPU {cores:.2}", show(test, &f));
+        row.push((f, cores));
+    }
+    Ok(row)
+}
+
+fn show(test: Test, f: &Figure) -> String {
+    match test {
+        Test::Tcp => format!("{:>8.0} Mbit/s", f.bps / 1e6),
+        Test::Udp(_) => {
+            format!("{:>8.0} pkt/s delivered ({:.0} Mbit/s, {:.1}% lost)", f.pps, f.bps / 1e6, f.lost_pct)
+        }
+    }
+}
+
+fn value(test: Test, f: &Figure) -> f64 {
+    match test {
+        Test::Tcp => f.bps,
+        Test::Udp(_) => f.pps,
+    }
+}
+
+fn print_table(rows: &[(&str, Row)]) {
+    println!();
+    print!("{:<24}", "test");
+    for (label, _) in rows {
+        print!(" {label:>14}");
+    }
+    let get = |l: &str| rows.iter().find(|(x, _)| x.starts_with(l)).map(|(_, r)| r);
+    let (a, b, c) = (get("(a)"), get("(b)"), get("(c)"));
+    if a.is_some() && b.is_some() {
+        print!(" {:>7}", "b/a");
+    }
+    if c.is_some() && b.is_some() {
+        print!(" {:>7}", "b/c");
+    }
+    println!();
+    for (i, (name, test, _)) in TESTS.iter().enumerate() {
+        let unit = match test {
+            Test::Tcp => "Mbit/s",
+            Test::Udp(_) => "kpkt/s",
+        };
+        print!("{:<24}", format!("{name} ({unit})"));
+        for (_, r) in rows {
+            let v = value(*test, &r[i].0);
+            let shown = match test {
+                Test::Tcp => v / 1e6,
+                Test::Udp(_) => v / 1e3,
+            };
+            print!(" {shown:>14.1}");
+        }
+        let ratio = |x: Option<&Row>, y: Option<&Row>| match (x, y) {
+            (Some(x), Some(y)) => {
+                let d = value(*test, &y[i].0);
+                if d > 0.0 {
+                    format!(" {:>7.2}", value(*test, &x[i].0) / d)
+                } else {
+                    format!(" {:>7}", "n/a")
+                }
+            }
+            _ => String::new(),
+        };
+        print!("{}", ratio(b, a));
+        print!("{}", ratio(b, c));
+        println!();
+    }
+    println!("(relay CPU in cores is printed per run above; (c) has no relay process)");
+}

@@ -1,0 +1,233 @@
+//! `teredo run` as a relay (`RelayType cone`, RFC 4380 §5.4) in the lab:
+//!
+//! 1. a Miredo client behind a port-restricted NAT (on our `teredo server`) and the native
+//!    IPv6 host ping each other through the `teredo` relay, both ways;
+//! 2. the same with a `teredo` client;
+//! 3. the relay drops a well-formed Teredo datagram from a peer it never sent to (RFC 4380
+//!    §5.4.2: inbound traffic never creates an entry), even though its embedded mapping
+//!    is the sender's real one: nothing reaches the IPv6 host; once the host has sent to
+//!    that peer, the very same datagram is accepted and delivered (the control);
+//! 4. a packet for a non-Teredo destination routed into the relay's TUN is answered with
+//!    an ICMPv6 destination unreachable, code 3 (§5.4.1), that reaches the sender.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use teredo_lab::lab::SERVER_IPV4;
+use teredo_lab::miredo::{self, IFACE};
+use teredo_lab::{Daemon, Lab, NatKind, Relay};
+use teredo_proto::address::{Flags, TEREDO_PREFIX, TeredoAddress};
+use teredo_proto::wire::icmpv6::{Echo, Icmpv6Repr};
+
+use crate::{MIREDO_NEEDS, TEREDO, TestResult, WAIT, ensure, start_teredo_server, tshark};
+
+/// Starts `teredo run` as the lab relay (the lab's `RelayType cone` config) and waits
+/// until its worker runs.
+fn start_teredo_relay(relay: &Relay) -> TestResult<Daemon> {
+    let d = miredo::start_relay_with(relay, IFACE, &[TEREDO, "run"])?;
+    d.wait_log("Teredo relay on", WAIT)?;
+    Ok(d)
+}
+
+/// The relay's UDP port, from its log line `Teredo relay on IFACE (UDP 0.0.0.0:PORT), ...`.
+fn relay_port(log: &str) -> TestResult<u16> {
+    let line = log.lines().find(|l| l.contains("Teredo relay on")).ok_or("no `Teredo relay on` line")?;
+    let port = line
+        .split("(UDP ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|a| a.parse::<SocketAddrV4>().ok())
+        .map(|a| a.port())
+        .ok_or_else(|| format!("no UDP address in {line:?}"))?;
+    Ok(port)
+}
+
+/// The counters of the relay's summary at exit (`N sent, N delivered, ..., N dropped, N
+/// peers`), by name.
+fn summary_count(log: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rfind(|l| l.contains(" delivered, "))?;
+    line.split(", ").find_map(|part| {
+        let n = part.trim().strip_suffix(name)?.strip_suffix(' ')?;
+        n.rsplit(' ').next()?.parse().ok()
+    })
+}
+
+/// Stops the relay and returns its summary line and `sent`/`delivered`/`dropped` counts.
+fn stop_and_count(relay_d: &mut Daemon) -> TestResult<(String, u64, u64, u64)> {
+    relay_d.stop()?;
+    let log = relay_d.log();
+    let line = log.lines().rfind(|l| l.contains(" delivered, ")).unwrap_or("(no summary)").to_owned();
+    let count =
+        |n: &str| summary_count(&log, n).ok_or_else(|| format!("no `{n}` count in the relay's log:\n{log}"));
+    Ok((line, count("sent")?, count("delivered")?, count("dropped")?))
+}
+
+// ---------------------------------------------------------------------------------------
+// 1, 2. Clients reach the native IPv6 host through the relay
+// ---------------------------------------------------------------------------------------
+
+/// A client (`command`) behind a port-restricted NAT, on `teredo server`, and the v6 host
+/// ping each other through `teredo run` as the relay; the relay's counters show that it
+/// carried both directions.
+fn client_reaches_v6_host(lab: &mut Lab, command: &[&str]) -> TestResult {
+    let server = lab.server()?;
+    let relay = lab.relay()?;
+    let host = lab.v6host()?;
+    let client = lab.client_behind(NatKind::PortRestricted)?;
+    let _server_d = start_teredo_server(&server, &[])?;
+    let mut relay_d = start_teredo_relay(&relay)?;
+    let _client_d = miredo::start_client_with(&client, &server, IFACE, command)?;
+    let (addr, _) = client.wait_teredo_address(IFACE, WAIT)?;
+    client.wait_ping6(host.ipv6, WAIT)?;
+    ensure!(client.ping6(host.ipv6, 3), "client {addr} -> v6 host failed after the first reply");
+    ensure!(host.ping6(addr, 3), "v6 host -> client {addr} failed");
+    let (line, sent, delivered, _) = stop_and_count(&mut relay_d)?;
+    println!("relay's summary: {line}");
+    ensure!(sent >= 6, "the relay sent only {sent} packets to the client: {line}");
+    ensure!(delivered >= 6, "the relay delivered only {delivered} packets to the host: {line}");
+    Ok(())
+}
+
+#[test]
+fn relay_carries_miredo_client_to_v6_host() {
+    teredo_lab::run("rly-miredo-client", MIREDO_NEEDS, |lab: &mut Lab| {
+        client_reaches_v6_host(lab, &[miredo::MIREDO])
+    });
+}
+
+#[test]
+fn relay_carries_teredo_client_to_v6_host() {
+    teredo_lab::run("rly-teredo-client", &[], |lab: &mut Lab| client_reaches_v6_host(lab, &[TEREDO, "run"]));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Inbound traffic from unknown peers is dropped
+// ---------------------------------------------------------------------------------------
+
+/// The UDP port the crafted datagrams come from.
+const SPOOF_PORT: u16 = 40_000;
+
+/// A Teredo datagram (no headers) carrying an echo request from `src` to `dst`.
+fn echo_datagram(src: Ipv6Addr, dst: Ipv6Addr, sequence: u16) -> TestResult<Vec<u8>> {
+    let mut buf = vec![0u8; 200];
+    let data = *b"teredo relay lab: unknown peer test";
+    let e = Echo { identifier: 0x7e1a, sequence, data: &data };
+    let n = Icmpv6Repr::EchoRequest(e).emit_packet(&mut buf, src, dst, 64)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Lines of the capture `pcap` with an echo request from `src` (tshark).
+fn echo_requests_from(pcap: &std::path::Path, src: Ipv6Addr) -> TestResult<Vec<String>> {
+    tshark(pcap, &format!("ipv6.src == {src} && icmpv6.type == 128"), &["frame.number", "ipv6.dst"])
+}
+
+#[test]
+fn relay_drops_datagrams_from_unknown_peers() {
+    teredo_lab::run("rly-unknown-peer", &["tshark"], |lab: &mut Lab| -> TestResult {
+        let relay = lab.relay()?;
+        let host = lab.v6host()?;
+        let sender = lab.public_client()?;
+        let host_pcap = lab.capture(&host, "eth0")?;
+        let mut relay_d = start_teredo_relay(&relay)?;
+        let port = relay_port(&relay_d.log())?;
+        let ss = relay.exec("ss", &["-H", "-n", "-l", "-u"])?;
+        ensure!(ss.contains(&format!(":{port} ")), "nothing listens on UDP {port} in the relay:\n{ss}");
+
+        // A valid Teredo source whose embedded mapping is the sender's real address and
+        // port, as a relay checks it (RFC 4380 §5.4.2).
+        let teredo = TeredoAddress {
+            prefix: TEREDO_PREFIX,
+            server: SERVER_IPV4,
+            flags: Flags(0),
+            mapped_port: SPOOF_PORT,
+            mapped_addr: sender.ipv4,
+        };
+        let src = teredo.to_ipv6();
+        let to = SocketAddr::from((relay.ipv4, port));
+        let sock = sender.udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, SPOOF_PORT)))?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        const TRIES: u16 = 20;
+        for seq in 0..TRIES {
+            sock.send_to(&echo_datagram(src, host.ipv6, seq)?, to)?;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = echo_requests_from(&host_pcap, src)?;
+        ensure!(seen.is_empty(), "the v6 host received echo requests from the unknown peer {src}: {seen:?}");
+        println!("{TRIES} datagrams from the unknown peer {src}: none reached the v6 host");
+
+        // The control: the host sends to that peer first (the relay makes its entry and
+        // queues the packet); then the same datagram is accepted, and the relay sends the
+        // queued request and the host's reply to the sender's mapping.
+        let _ = host.exec_output("ping", &["-6", "-n", "-c", "1", "-W", "1", &src.to_string()])?;
+        sock.send_to(&echo_datagram(src, host.ipv6, 100)?, to)?;
+        let mut got_from_relay = 0;
+        let mut buf = [0u8; 2048];
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            match sock.recv_from(&mut buf) {
+                Ok((_, from)) if from == to => got_from_relay += 1,
+                Ok(_) => {}
+                Err(_) if got_from_relay > 0 => break,
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = echo_requests_from(&host_pcap, src)?;
+        ensure!(
+            seen.len() == 1,
+            "after the host sent to {src}, its datagram should reach the host once; capture: {seen:?}"
+        );
+        ensure!(got_from_relay >= 1, "the relay sent nothing to the known peer's mapping");
+        println!(
+            "control: once known, the peer's datagram reached the host; the relay sent it {got_from_relay} datagrams"
+        );
+
+        let (line, _, delivered, dropped) = stop_and_count(&mut relay_d)?;
+        println!("relay's summary: {line}");
+        ensure!(
+            dropped >= u64::from(TRIES),
+            "the relay counted {dropped} drops for {TRIES} datagrams: {line}"
+        );
+        ensure!(
+            delivered == 1,
+            "the relay delivered {delivered} packets, expected the control's only: {line}"
+        );
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Non-Teredo destinations get an unreachable
+// ---------------------------------------------------------------------------------------
+
+/// A native prefix misrouted into the relay.
+const MISROUTED: &str = "2001:db8:dead::/48";
+
+#[test]
+fn relay_answers_non_teredo_destination_with_unreachable() {
+    teredo_lab::run("rly-not-teredo", &["tshark"], |lab: &mut Lab| -> TestResult {
+        let relay = lab.relay()?;
+        let host = lab.v6host()?;
+        let host_pcap = lab.capture(&host, "eth0")?;
+        let _relay_d = start_teredo_relay(&relay)?;
+        // The internet sends 2001:db8:dead::/48 to the relay, which sends it into its TUN.
+        lab.internet().ip(&["-6", "route", "add", MISROUTED, "via", &relay.ipv6.to_string()])?;
+        relay.ip(&["-6", "route", "add", MISROUTED, "dev", IFACE])?;
+        let target = "2001:db8:dead::1";
+        let out = host.exec_output("ping", &["-6", "-n", "-c", "2", "-i", "0.3", "-W", "1", target])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("ping {target} from the v6 host:\n{text}");
+        ensure!(!out.status.success(), "a reply came from {target}?\n{text}");
+        ensure!(
+            text.contains("Destination unreachable: Address unreachable"),
+            "no code 3 unreachable:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let filter = format!("icmpv6.type == 1 && icmpv6.code == 3 && ipv6.dst == {}", host.ipv6);
+        let errors = tshark(&host_pcap, &filter, &["ipv6.src", "ipv6.dst"])?;
+        println!("unreachables captured at the host: {errors:?}");
+        ensure!(!errors.is_empty(), "no ICMPv6 code 3 unreachable reached the host ({filter})");
+        Ok(())
+    });
+}
