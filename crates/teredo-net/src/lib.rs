@@ -36,3 +36,10 @@ pub mod poll;
 pub mod privileges;
 pub mod tun;
 pub mod udp;
+
+/// Whether this is a CI run (`CI=true` or `CI=1`), where tests that need root or network
+/// namespaces must fail rather than skip.
+#[doc(hidden)]
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}

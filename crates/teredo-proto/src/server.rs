@@ -158,7 +158,9 @@ impl Server {
     }
 
     /// Handles one datagram received on `local` from `from`. `out` receives what must be
-    /// sent over UDP (1500 bytes is always enough). RFC 4380 §5.3.1 and §5.3.2.
+    /// sent over UDP: at most an RA (under 200 bytes) or a relayed packet of at most
+    /// 2 × [`MAX_RELAYED_PAYLOAD`] + 48 bytes, so 1500 bytes is always enough.
+    /// RFC 4380 §5.3.1 and §5.3.2.
     pub fn handle_datagram(
         &self,
         local: Local,
@@ -218,6 +220,11 @@ impl Server {
         }
         if !is_global_unicast_v6(&dst) {
             return Err(DropReason::DestinationNotGlobal);
+        }
+        // Trailers travel with what is relayed, but only as much as the RFC 6081 ones need:
+        // the server is no open relay for data hidden behind a bubble.
+        if pkt.trailers.as_bytes().len() > usize::from(MAX_RELAYED_PAYLOAD) {
+            return Err(DropReason::NotRelayable);
         }
         if kind != PacketKind::Bubble {
             if pkt.ipv6.header().payload_len() > MAX_RELAYED_PAYLOAD {
@@ -541,6 +548,23 @@ mod tests {
         assert_eq!(p.origin, Some(OriginIndication { addr: *peer.ip(), port: peer.port() }));
         assert_eq!(p.ipv6.bytes(), &d[..40]);
         assert_eq!(p.trailers.nonce(), Some([9; 4]));
+    }
+
+    #[test]
+    fn bubble_with_oversized_trailers_is_not_relayed() {
+        let s = server();
+        let peer = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 5000);
+        let mut d = vec![0u8; 40 + 1460];
+        emit_bubble(&mut d, client_addr(peer), client_addr(CLIENT), 0).unwrap();
+        // 1460 zero bytes: skippable "unknown trailers" of type 0.
+        let mut out = [0u8; 1500];
+        assert_eq!(
+            s.handle_datagram(Local::Primary, peer, &d, &mut out),
+            Action::Drop(DropReason::NotRelayable)
+        );
+        // 88 bytes of trailers still go through.
+        d.truncate(40 + 88);
+        assert!(matches!(s.handle_datagram(Local::Primary, peer, &d, &mut out), Action::SendUdp { .. }));
     }
 
     #[test]

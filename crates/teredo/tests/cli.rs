@@ -599,12 +599,14 @@ fn bad_command_line_syntax_exits_2() {
         &["address", "--bogus", "2001::1"][..],
         &["check-config", "a.conf", "b.conf"][..],
         &["check-config", "--bogus"][..],
-        &["run", "192.0.2.1", "192.0.2.2"][..],
-        &["run", "--bogus"][..],
-        &["server", "192.0.2.1", "192.0.2.2"][..],
-        &["server", "--bogus"][..],
-        &["server", "-c", "a.conf", "-c", "b.conf"][..],
-        &["server", "-f", "-f"][..],
+        // The daemons' cases also name a file that does not exist, so that none could ever
+        // start a daemon here, outside a lab namespace, if its syntax were accepted.
+        &["run", "-c", "/nonexistent/teredo.conf", "192.0.2.1", "192.0.2.2"][..],
+        &["run", "-c", "/nonexistent/teredo.conf", "--bogus"][..],
+        &["server", "-c", "/nonexistent/teredo.conf", "192.0.2.1", "192.0.2.2"][..],
+        &["server", "-c", "/nonexistent/teredo.conf", "--bogus"][..],
+        &["server", "-c", "a.conf", "-c", "/nonexistent/teredo.conf"][..],
+        &["server", "-c", "/nonexistent/teredo.conf", "-f", "-f"][..],
     ] {
         let o = teredo(&dir, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

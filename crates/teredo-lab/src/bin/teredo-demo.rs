@@ -186,8 +186,11 @@ fn show_address(label: &str, c: &Client, t0: Instant) -> Result<Ipv6Addr, LabErr
 }
 
 fn ping_summary(from: &Node, to: Ipv6Addr) -> String {
-    let out =
-        from.command("ping").args(["-6", "-c", "3", "-i", "0.2", "-W", "2"]).arg(to.to_string()).output();
+    let out = from
+        .command("ping")
+        .args(["-6", "-n", "-c", "3", "-i", "0.2", "-W", "2"])
+        .arg(to.to_string())
+        .output();
     match out {
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stdout);

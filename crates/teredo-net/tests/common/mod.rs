@@ -19,7 +19,7 @@ const TIMEOUT_SECS: u32 = 60;
 
 /// Reports a test that cannot run here.
 pub fn cannot_run(test: &str, why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if teredo_net::under_ci() {
         panic!("{test}: cannot run under CI=true: {why}");
     }
     eprintln!("SKIP {test}: {why}");

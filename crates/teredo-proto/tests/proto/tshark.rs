@@ -40,7 +40,7 @@ fn every_teredo_address_decodes_as_tshark_does() {
     let mut checked = 0;
     for cap in CAPTURES {
         let out = Command::new("tshark")
-            .arg("-r")
+            .args(["-n", "-r"])
             .arg(path(cap))
             .args(["--enable-heuristic", "teredo_udp", "-Y", "ipv6", "-T", "fields", "-E", "separator=|"])
             .args(["-E", "occurrence=a", "-E", "aggregator=,"])

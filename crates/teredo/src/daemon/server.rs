@@ -35,11 +35,17 @@ use super::signals::{self, Signal};
 use super::{DaemonArgs, StartError, detach, logging, pidfile, resolve};
 use crate::config::{self, Host, ServerOverrides, Severity};
 
+/// Set when a worker failed: the daemon then exits with status 1.
+static WORKER_FAILED: AtomicBool = AtomicBool::new(false);
+
 /// Datagrams per system call.
 const BATCH: usize = 64;
 /// Receive buffer per datagram: the server handles RSs, bubbles and small ICMPv6 only;
 /// anything larger is cut by the kernel, flagged, and dropped.
 const RECV_SIZE: usize = 2048;
+/// Room per datagram sent: an RA, or a relayed bubble or small ICMPv6 message with its
+/// trailers, is far smaller (the core refuses to relay anything larger).
+const SEND_SIZE: usize = 1500;
 
 /// `teredo server [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_ADDRESS]`.
 #[derive(Debug, Clone, Args)]
@@ -146,11 +152,21 @@ fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
     }
     let cfg =
         parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))?;
-    let primary =
-        resolve::ipv4(&cfg.server_bind_address).map_err(|e| StartError::new("ServerBindAddress", e))?;
+    let file = path.display();
+    let primary = resolve::ipv4(&cfg.server_bind_address)
+        .map_err(|e| StartError::new(format!("{file}: ServerBindAddress"), e))?;
     let secondary = match &cfg.server_bind_address2 {
-        Some(h) => resolve::ipv4(h).map_err(|e| StartError::new("ServerBindAddress2", e))?,
-        None => Ipv4Addr::from(u32::from(primary).wrapping_add(1)),
+        Some(h) => resolve::ipv4(h).map_err(|e| StartError::new(format!("{file}: ServerBindAddress2"), e))?,
+        // The primary plus one, which must be a global unicast address too.
+        None => u32::from(primary)
+            .checked_add(1)
+            .map(Ipv4Addr::from)
+            .filter(|a| teredo_proto::address::is_global_unicast(*a))
+            .ok_or_else(|| {
+                StartError(format!(
+                    "{file}: the address after {primary} is not a global unicast address: set ServerBindAddress2"
+                ))
+            })?,
     };
     if secondary == primary {
         return Err(StartError("the secondary address must differ from the primary".into()));
@@ -232,7 +248,19 @@ fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>
             .name(format!("worker-{i}"))
             .spawn(move || {
                 let socks = [&primary, &secondary];
-                let stats = worker(&server, socks, ptx.as_mut(), raw.as_ref().as_ref(), &stop);
+                // A worker that panics (a bug) must not leave a server that silently stops
+                // answering: the whole daemon stops, with an error, and is restarted by its
+                // supervisor.
+                let run = std::panic::AssertUnwindSafe(|| {
+                    worker(&server, socks, ptx.as_mut(), raw.as_ref().as_ref(), &stop)
+                });
+                let Ok(stats) = std::panic::catch_unwind(run) else {
+                    tracing::error!("worker {i} failed: stopping the server");
+                    WORKER_FAILED.store(true, Ordering::Relaxed);
+                    // SAFETY: sending a signal to our own process.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                    return;
+                };
                 if let Some(p) = &ptx {
                     let s = p.stats();
                     info!(
@@ -280,6 +308,9 @@ fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>
             t.received, t.advertisements, t.relayed_udp, t.relayed_ipv6, t.malformed, t.dropped
         );
     }
+    if WORKER_FAILED.load(Ordering::Relaxed) {
+        return Err(StartError("a worker failed".into()));
+    }
     Ok(())
 }
 
@@ -294,10 +325,10 @@ fn worker(
 ) -> ServerStats {
     let mut stats = ServerStats::default();
     let mut rx = RecvBatch::new(BATCH, RECV_SIZE);
-    let mut tx = [SendBatch::new(BATCH, 1500), SendBatch::new(BATCH, 1500)];
+    let mut tx = [SendBatch::new(BATCH, SEND_SIZE), SendBatch::new(BATCH, SEND_SIZE)];
     let cfg = *server.config();
     let addrs = [cfg.primary, cfg.secondary];
-    let mut scratch = [0u8; 1500];
+    let mut scratch = [0u8; SEND_SIZE];
     let mut errors_logged = 0u32;
     while !stop.load(Ordering::Relaxed) {
         if let Some(p) = packet.as_deref_mut() {
@@ -341,7 +372,12 @@ fn worker(
                             if p.is_full() {
                                 let _ = p.flush();
                             }
-                            p.payload_mut()
+                            // Never more than a socket slot: an answer that falls back
+                            // to the socket must fit there too.
+                            p.payload_mut().map(|b| {
+                                let n = b.len().min(SEND_SIZE);
+                                &mut b[..n]
+                            })
                         }
                         None => None,
                     };
@@ -363,8 +399,8 @@ fn worker(
                             if tx[o].is_full() {
                                 let _ = tx[o].flush(socks[o].as_fd());
                             }
-                            if let Some(buf) = tx[o].next_buf() {
-                                buf[..bytes.len()].copy_from_slice(bytes);
+                            if let Some(buf) = tx[o].next_buf().and_then(|b| b.get_mut(..bytes.len())) {
+                                buf.copy_from_slice(bytes);
                                 tx[o].commit(bytes.len(), to);
                             }
                         }

@@ -876,7 +876,18 @@ fn client_detached_releases_the_callers_output() {
             let r = out.read_to_string(&mut text).and_then(|_| err.read_to_string(&mut text));
             let _ = tx.send((r.is_ok(), text));
         });
-        let status = launcher.wait()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = launcher.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = launcher.kill();
+                let _ = launcher.wait();
+                return Err("the launching process did not exit within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let mut guard = KillOnDrop(Vec::new());
         if let Ok(pid) = std::fs::read_to_string(&pidfile).unwrap_or_default().trim().parse::<u32>() {
             guard.0.push(pid);
@@ -909,14 +920,19 @@ fn client_detached_releases_the_callers_output() {
 // A server host name (Debian's default configuration names its server)
 // ---------------------------------------------------------------------------------------
 
-/// Removes a directory `/etc/netns/NS` when dropped, and `/etc/netns` too if that leaves
-/// it empty.
-struct RemoveDir(std::path::PathBuf);
+/// Removes a directory `/etc/netns/NS` when dropped, and `/etc/netns` too if this test
+/// created it and it is left empty.
+struct RemoveDir {
+    dir: std::path::PathBuf,
+    created_parent: bool,
+}
 
 impl Drop for RemoveDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        if let Some(parent) = self.0.parent() {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.created_parent
+            && let Some(parent) = self.dir.parent()
+        {
             let _ = std::fs::remove_dir(parent);
         }
     }
@@ -932,12 +948,16 @@ fn client_resolves_its_server_name() {
         let server = lab.server()?;
         let client = lab.client_behind(NatKind::PortRestricted)?;
         let dir = std::path::PathBuf::from(format!("/etc/netns/{}", client.ns()));
+        let created_parent = !std::path::Path::new("/etc/netns").exists();
         std::fs::create_dir_all(&dir)?;
-        let _remove = RemoveDir(dir.clone());
+        let _remove = RemoveDir { dir: dir.clone(), created_parent };
         std::fs::write(
             dir.join("hosts"),
             format!("127.0.0.1 localhost\n{} teredo.lab.example\n", server.primary),
         )?;
+        // Should the hosts file ever miss, the resolver asks loopback, never the machine's
+        // own nameserver: no query may leave the lab.
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")?;
         let _server_d = start_teredo_server(&server, &[])?;
         let config = format!("RelayType client\nInterfaceName {IFACE}\nServerAddress teredo.lab.example\n");
         let _d = miredo::start_with(&client, "teredo-named", &[TEREDO, "run"], &config)?;
