@@ -55,6 +55,20 @@ pub(crate) fn delete(name: &str) -> Result<()> {
     cmd::ip(&["netns", "del", name]).map(drop)
 }
 
+/// Deletes every namespace this process made (`tl-<own pid>-...`), killing what runs in
+/// them: for a program interrupted by a signal, whose guards will not run. Returns their
+/// names.
+pub fn remove_own() -> Result<Vec<String>> {
+    let own = format!("{NS_PREFIX}{}-", std::process::id());
+    let mut removed = Vec::new();
+    for name in list_namespaces()? {
+        if name.starts_with(&own) && delete(&name).is_ok() {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Deletes namespaces named `tl-<pid>-...` whose creating process no longer runs: the
 /// leftovers of a test process that was killed before its guards ran. Returns their names.
 pub fn remove_stale() -> Result<Vec<String>> {

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    clean_up_on_signal();
     println!("Teredo demo: IPv6 over UDP/IPv4 through NATs, in network namespaces on this machine.");
     println!("(Nothing leaves this machine: documentation addresses, no link to the uplink.)\n");
     let started = Instant::now();
@@ -220,4 +221,29 @@ fn throughput(host: &Node, client: &Client, addr: Ipv6Addr) -> Result<f64, LabEr
         .as_f64()
         .map(|b| b / 1e6)
         .ok_or_else(|| LabError::Invalid("iperf3 gave no throughput".into()))
+}
+
+/// Ctrl-C (or SIGTERM, SIGHUP) must not leave the lab behind: the daemons run in their own
+/// process groups and would survive the demo. The signals are blocked here and taken by a
+/// thread that removes this process's namespaces (killing what runs in them) and exits.
+/// Children get a clean signal mask when they are spawned.
+fn clean_up_on_signal() {
+    // SAFETY: a signal set initialised by sigemptyset, then used by this thread only.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: a valid signal set and output integer.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        eprintln!("\nteredo-demo: interrupted: removing the lab");
+        let _ = teredo_lab::netns::remove_own();
+        std::process::exit(130);
+    });
 }

@@ -657,8 +657,9 @@ mod tests {
 
     #[test]
     fn reads_this_machines_tables() {
-        // Reading needs no privilege; whatever the tables hold, building must not fail.
-        let Ok(mut n) = NextHops::open() else { return };
+        // Reading needs no privilege: opening and reading the kernel's tables must work on
+        // any Linux machine, and resolving an address must not fail whatever they hold.
+        let mut n = NextHops::open().expect("netlink dumps of links, routes and neighbours");
         n.maintain(Instant::now() + REFRESH);
         let _ = n.resolve(ip("192.0.2.1"), 100);
     }

@@ -925,6 +925,16 @@ fn server_forwards_echo_test_to_native_ipv6() {
         let log = server_d.log();
         let summary = log.lines().find(|l| l.contains(" datagrams: ")).unwrap_or("(no summary)");
         println!("server's summary: {summary}");
+        // "... I to IPv6, ...": the server counted at least the echo tests tshark saw leave.
+        let to_ipv6 = summary
+            .find(" to IPv6")
+            .and_then(|end| summary[..end].rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        ensure!(
+            to_ipv6.is_some_and(|n| n >= native.len()),
+            "the server's count of packets sent to IPv6 ({to_ipv6:?}) is below the {} tshark saw: {summary}",
+            native.len()
+        );
         Ok(())
     });
 }
