@@ -402,6 +402,7 @@ fn helper_runs_the_client_hook_with_miredo_environment() {
 #[test]
 fn hook_timeout_kills_a_hanging_script() {
     // No root needed: the hook runs against the loopback interface's index.
+    let _serial = common::serial();
     let scratch = Scratch::new("timeout");
     let hook = scratch.file("hang", "#!/bin/sh\nexec /bin/sleep 30\n", 0o755);
     let lo = teredo_net::tun::index_of("lo").unwrap();

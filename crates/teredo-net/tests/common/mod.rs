@@ -25,9 +25,20 @@ pub fn cannot_run(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
 }
 
+/// Serialises the tests of this binary (see [`in_new_netns`]); a test that failed while
+/// holding it does not block the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Runs `body` in a forked child in a fresh network namespace; fails the test with the
 /// body's message if it fails or panics.
 pub fn in_new_netns(test: &str, body: impl FnOnce() -> Result<(), String>) {
+    // A forked child inherits every lock another thread of the test harness held at the
+    // fork (stdout, the environment...): the tests of this binary run one at a time, so
+    // that no other test thread is busy when one forks.
+    let _serial = serial();
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return cannot_run(test, "not root");
