@@ -148,3 +148,30 @@ pub mod fuzz {
         assert!(p.config.is_some() || !p.diagnostics.is_empty(), "a rejected file says why");
     }
 }
+
+/// The line of the directive `name` that applies in `text` (the first one, as Miredo
+/// reads them), so that a problem found after reading — a host name that does not
+/// resolve, an interface name the kernel refuses — can be reported as `FILE:LINE`.
+pub fn directive_line(text: &[u8], name: &str) -> Option<usize> {
+    let mut ignored = Vec::new();
+    syntax::lex(text, "", &mut ignored)
+        .into_iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name))
+        .map(|s| s.line)
+}
+
+#[cfg(test)]
+mod directive_line_tests {
+    use super::directive_line;
+
+    #[test]
+    fn first_occurrence_any_case() {
+        let text =
+            b"# comment\nRelayType client\n\nbindaddress 192.0.2.7\nBindAddress 192.0.2.8\nServerAddress";
+        assert_eq!(directive_line(text, "BindAddress"), Some(4));
+        assert_eq!(directive_line(text, "RelayType"), Some(2));
+        // A name without a value is no setting.
+        assert_eq!(directive_line(text, "ServerAddress"), None);
+        assert_eq!(directive_line(text, "InterfaceName"), None);
+    }
+}

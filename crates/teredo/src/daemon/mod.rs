@@ -41,6 +41,16 @@ pub struct DaemonArgs {
     pub chroot: Option<PathBuf>,
 }
 
+/// Where the directive `name` of the configuration file `path` is: `FILE:LINE`, or `FILE`
+/// when the file does not set it (a default, or a value from the command line).
+pub fn locate(path: &std::path::Path, name: &str) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    match crate::config::directive_line(&text, name) {
+        Some(line) => format!("{}:{line}: {name}", path.display()),
+        None => format!("{}: {name}", path.display()),
+    }
+}
+
 /// A daemon start-up failure, with what to tell the user.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -50,5 +60,21 @@ impl StartError {
     /// A failure with context.
     pub fn new(context: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
         Self(format!("{context}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locate;
+
+    #[test]
+    fn locate_names_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("teredo-locate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("miredo.conf");
+        std::fs::write(&f, "RelayType client\nServerAddress teredo.example\n").unwrap();
+        assert_eq!(locate(&f, "ServerAddress"), format!("{}:2: ServerAddress", f.display()));
+        assert_eq!(locate(&f, "BindAddress"), format!("{}: BindAddress", f.display()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

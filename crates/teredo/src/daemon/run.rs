@@ -202,14 +202,20 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
     let key = random_key()?;
 
     let bind_ip = match &cfg.bind_address {
-        Some(h) => resolve::any_ipv4(h).map_err(|e| StartError::new("BindAddress", e))?,
+        Some(h) => {
+            resolve::any_ipv4(h).map_err(|e| StartError::new(super::locate(&path, "BindAddress"), e))?
+        }
         None => Ipv4Addr::UNSPECIFIED,
     };
-    let udp = bind_udp(SocketAddrV4::new(bind_ip, cfg.bind_port), false)
-        .map_err(|e| StartError::new(format!("UDP socket {bind_ip}:{}", cfg.bind_port), e))?;
+    let udp = bind_udp(SocketAddrV4::new(bind_ip, cfg.bind_port), false).map_err(|e| {
+        let at = super::locate(&path, if cfg.bind_port != 0 { "BindPort" } else { "BindAddress" });
+        StartError::new(format!("{at}: UDP socket {bind_ip}:{}", cfg.bind_port), e)
+    })?;
     udp.set_nonblocking(true).map_err(|e| StartError::new("UDP socket", e))?;
-    let tun = Tun::create(&TunOptions { name: cfg.interface_name.clone(), multi_queue: false })
-        .map_err(|e| StartError::new("TUN interface", e))?;
+    let tun =
+        Tun::create(&TunOptions { name: cfg.interface_name.clone(), multi_queue: false }).map_err(|e| {
+            StartError::new(format!("{}: TUN interface", super::locate(&path, "InterfaceName")), e)
+        })?;
     tun.set_nonblocking(true).map_err(|e| StartError::new("TUN interface", e))?;
 
     let mode = match cfg.relay_type {

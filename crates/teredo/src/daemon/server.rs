@@ -154,9 +154,9 @@ fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
         parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))?;
     let file = path.display();
     let primary = resolve::ipv4(&cfg.server_bind_address)
-        .map_err(|e| StartError::new(format!("{file}: ServerBindAddress"), e))?;
+        .map_err(|e| StartError::new(super::locate(&path, "ServerBindAddress"), e))?;
     let secondary = match &cfg.server_bind_address2 {
-        Some(h) => resolve::ipv4(h).map_err(|e| StartError::new(format!("{file}: ServerBindAddress2"), e))?,
+        Some(h) => resolve::ipv4(h).map_err(|e| StartError::new(super::locate(&path, "ServerBindAddress2"), e))?,
         // The primary plus one, which must be a global unicast address too.
         None => u32::from(primary)
             .checked_add(1)
