@@ -51,6 +51,31 @@ pub fn locate(path: &std::path::Path, name: &str) -> String {
     }
 }
 
+/// Reads a daemon's configuration file with `load`, printing every diagnostic on standard
+/// error prefixed with `who`. As Miredo does, a missing file is no error when the server
+/// was given on the command line (`from_command_line`): `empty` then reads an empty file
+/// with the command line's values.
+pub fn read_config<T>(
+    who: &str,
+    path: &std::path::Path,
+    from_command_line: bool,
+    load: impl FnOnce(&std::path::Path) -> Result<crate::config::Parsed<T>, crate::config::LoadError>,
+    empty: impl FnOnce(&str) -> crate::config::Parsed<T>,
+) -> Result<T, StartError> {
+    let parsed = match load(path) {
+        Ok(p) => p,
+        Err(_) if from_command_line && !path.exists() => empty(&path.display().to_string()),
+        Err(e) => return Err(StartError(e.to_string())),
+    };
+    for d in &parsed.diagnostics {
+        match d.severity {
+            crate::config::Severity::Warning => eprintln!("{who}: warning: {d}"),
+            crate::config::Severity::Error => eprintln!("{who}: {d}"),
+        }
+    }
+    parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))
+}
+
 /// A daemon start-up failure, with what to tell the user.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use super::signals::{self, Signal};
 use super::{DaemonArgs, StartError, detach, logging, pidfile, resolve};
-use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayType, Severity};
+use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayType};
 
 /// Datagrams per receive call.
 const BATCH: usize = 64;
@@ -183,22 +183,13 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         },
     };
     let path = args.daemon.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CLIENT_RELAY_FILE));
-    let parsed = match config::load_client_relay(&path, &overrides) {
-        Ok(p) => p,
-        // As Miredo: with a server on the command line, a missing file is no error.
-        Err(_) if overrides.server_address.is_some() && !path.exists() => {
-            config::parse_client_relay_with("", &path.display().to_string(), &overrides)
-        }
-        Err(e) => return Err(StartError(e.to_string())),
-    };
-    for d in &parsed.diagnostics {
-        match d.severity {
-            Severity::Warning => eprintln!("teredo run: warning: {d}"),
-            Severity::Error => eprintln!("teredo run: {d}"),
-        }
-    }
-    let cfg =
-        parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))?;
+    let cfg = super::read_config(
+        "teredo run",
+        &path,
+        overrides.server_address.is_some(),
+        |p| config::load_client_relay(p, &overrides),
+        |name| config::parse_client_relay_with("", name, &overrides),
+    )?;
     let key = random_key()?;
 
     let bind_ip = match &cfg.bind_address {

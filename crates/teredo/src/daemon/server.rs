@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::signals::{self, Signal};
 use super::{DaemonArgs, StartError, detach, logging, pidfile, resolve};
-use crate::config::{self, Host, ServerOverrides, Severity};
+use crate::config::{self, Host, ServerOverrides};
 
 /// Set when a worker failed: the daemon then exits with status 1.
 static WORKER_FAILED: AtomicBool = AtomicBool::new(false);
@@ -136,22 +136,13 @@ fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
         },
     };
     let path = args.daemon.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_SERVER_FILE));
-    let parsed = match config::load_server(&path, &overrides) {
-        Ok(p) => p,
-        // As Miredo: with an address on the command line, a missing file is no error.
-        Err(_) if overrides.server_bind_address.is_some() && !path.exists() => {
-            config::parse_server_with("", &path.display().to_string(), &overrides)
-        }
-        Err(e) => return Err(StartError(e.to_string())),
-    };
-    for d in &parsed.diagnostics {
-        match d.severity {
-            Severity::Warning => eprintln!("teredo server: warning: {d}"),
-            Severity::Error => eprintln!("teredo server: {d}"),
-        }
-    }
-    let cfg =
-        parsed.config.ok_or_else(|| StartError(format!("{}: invalid configuration", path.display())))?;
+    let cfg = super::read_config(
+        "teredo server",
+        &path,
+        overrides.server_bind_address.is_some(),
+        |p| config::load_server(p, &overrides),
+        |name| config::parse_server_with("", name, &overrides),
+    )?;
     let file = path.display();
     let primary = resolve::ipv4(&cfg.server_bind_address)
         .map_err(|e| StartError::new(super::locate(&path, "ServerBindAddress"), e))?;
