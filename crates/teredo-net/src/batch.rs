@@ -110,6 +110,13 @@ impl RecvBatch {
 }
 
 /// A batch of datagrams to send, each to its own destination.
+///
+/// With [`SendBatch::set_segmentation`] on, consecutive datagrams to the same destination
+/// of the same size (the last may be shorter) leave as one UDP GSO message (`UDP_SEGMENT`,
+/// Linux 4.18): the kernel builds one large packet that the network stack forwards as one
+/// and cuts into datagrams only where needed, instead of one trip per datagram. The
+/// receiver sees ordinary datagrams. Should the kernel refuse it, segmentation turns
+/// itself off and the datagrams go one by one.
 pub struct SendBatch {
     size: usize,
     bufs: Vec<u8>,
@@ -117,11 +124,21 @@ pub struct SendBatch {
     addrs: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// One control-message buffer per message, for UDP_SEGMENT (aligned as cmsghdr).
+    ctrl: Vec<[u64; 4]>,
+    /// The first slot of each message built.
+    firsts: Vec<usize>,
     queued: usize,
+    segmentation: bool,
 }
 
 // SAFETY: as for RecvBatch.
 unsafe impl Send for SendBatch {}
+
+/// Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS).
+const MAX_SEGMENTS: usize = 64;
+/// Most bytes in one GSO message (an IPv4 packet's 65,535 less its headers).
+const MAX_GSO_BYTES: usize = 65_507;
 
 impl SendBatch {
     /// Room for `count` datagrams of up to `size` bytes.
@@ -136,8 +153,22 @@ impl SendBatch {
             addrs: vec![zero_sa; count],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; count],
             hdrs: vec![zero_hdr; count],
+            ctrl: vec![[0; 4]; count],
+            firsts: vec![0; count],
             queued: 0,
+            segmentation: false,
         }
+    }
+
+    /// Sends runs of equal datagrams to one destination as UDP GSO messages (see the type's
+    /// documentation).
+    pub fn set_segmentation(&mut self, on: bool) {
+        self.segmentation = on;
+    }
+
+    /// Whether segmentation is on (it turns itself off if the kernel refuses it).
+    pub fn segmentation(&self) -> bool {
+        self.segmentation
     }
 
     /// True when no more datagram fits: flush first.
@@ -171,54 +202,120 @@ impl SendBatch {
         }
     }
 
-    /// Sends everything queued. Returns how many datagrams the kernel took; the rest
-    /// (on an error such as a full socket buffer) is dropped, as UDP would.
-    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let mut sent = 0;
-        let total = self.queued;
-        for i in 0..total {
+    fn same_destination(&self, a: usize, b: usize) -> bool {
+        let (x, y) = (&self.addrs[a], &self.addrs[b]);
+        x.sin_addr.s_addr == y.sin_addr.s_addr && x.sin_port == y.sin_port
+    }
+
+    /// The end of the run of slots that can leave in one message from `start`.
+    fn run_end(&self, start: usize, total: usize) -> usize {
+        if !self.segmentation {
+            return start + 1;
+        }
+        let seg = self.lens[start];
+        let (mut end, mut bytes) = (start + 1, seg);
+        while end < total
+            && end - start < MAX_SEGMENTS
+            && self.lens[end - 1] == seg
+            && self.lens[end] <= seg
+            && self.lens[end] > 0
+            && bytes + self.lens[end] <= MAX_GSO_BYTES
+            && self.same_destination(start, end)
+        {
+            bytes += self.lens[end];
+            end += 1;
+        }
+        end
+    }
+
+    /// Builds the messages for slots `from..total`; returns how many.
+    fn build(&mut self, from: usize, total: usize) -> usize {
+        for i in from..total {
             self.iovs[i] = libc::iovec {
                 iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(),
                 iov_len: self.lens[i],
             };
-            let h = &mut self.hdrs[i].msg_hdr;
+        }
+        let (mut m, mut i) = (0, from);
+        while i < total {
+            let end = self.run_end(i, total);
+            self.firsts[m] = i;
+            let h = &mut self.hdrs[m].msg_hdr;
             h.msg_name = (&raw mut self.addrs[i]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_iovlen = end - i;
             h.msg_flags = 0;
+            if end - i > 1 {
+                let ctrl = &mut self.ctrl[m];
+                h.msg_control = ctrl.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE of a u16 fits the 32 aligned bytes of `ctrl`.
+                h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
+                // SAFETY: the header points at `ctrl`, which holds one cmsghdr and a u16.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), self.lens[i] as u16);
+                }
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
+            self.hdrs[m].msg_len = 0;
+            m += 1;
+            i = end;
         }
+        m
+    }
+
+    /// Sends everything queued. Returns how many datagrams were queued; those the kernel
+    /// refused (on an error such as a full socket buffer) are dropped, as UDP would.
+    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let total = self.queued;
         let mut result = Ok(());
-        while sent < total {
-            // SAFETY: headers sent..total point to live buffers owned by self.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    self.hdrs[sent..].as_mut_ptr(),
-                    (total - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if n < 0 {
+        let mut from = 0;
+        'build: while from < total {
+            let msgs = self.build(from, total);
+            let mut sent = 0;
+            while sent < msgs {
+                // SAFETY: headers sent..msgs point to live buffers owned by self.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        fd.as_raw_fd(),
+                        self.hdrs[sent..].as_mut_ptr(),
+                        (msgs - sent) as libc::c_uint,
+                        0,
+                    )
+                };
+                if n >= 0 {
+                    sent += n as usize;
+                    continue;
+                }
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                // A datagram the network refuses (e.g. EPERM from a firewall, or an ICMP
+                let is_gso = self.hdrs[sent].msg_hdr.msg_iovlen > 1;
+                if is_gso && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
+                    // No UDP segmentation here (an old kernel, or a device without
+                    // checksum offload): send one by one from this message on.
+                    self.segmentation = false;
+                    from = self.firsts[sent];
+                    continue 'build;
+                }
+                // A message the network refuses (e.g. EPERM from a firewall, or an ICMP
                 // error reported on this socket) must not block the rest: skip it.
                 sent += 1;
                 if result.is_ok() {
                     result = Err(e);
                 }
-                continue;
             }
-            sent += n as usize;
+            break;
         }
-        let ok = total;
         self.queued = 0;
-        result.map(|()| ok)
+        result.map(|()| total)
     }
 }
 
@@ -265,6 +362,52 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(rx.recv(b.as_fd()).unwrap(), 1);
         assert!(rx.get(0).2);
+    }
+
+    #[test]
+    fn segmentation_delivers_ordinary_datagrams() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let SocketAddr4(b_addr) = SocketAddr4::of(&b);
+        let SocketAddr4(c_addr) = SocketAddr4::of(&c);
+        let mut tx = SendBatch::new(16, 1400);
+        tx.set_segmentation(true);
+        // Five equal datagrams and a short one to b (one GSO message), one to c, two more
+        // to b of another size.
+        let plan: Vec<(SocketAddrV4, usize)> = [1200, 1200, 1200, 1200, 1200, 700]
+            .into_iter()
+            .map(|n| (b_addr, n))
+            .chain([(c_addr, 1200), (b_addr, 900), (b_addr, 900)])
+            .collect();
+        for (k, (to, n)) in plan.iter().enumerate() {
+            let buf = tx.next_buf().unwrap();
+            buf[..*n].fill(k as u8);
+            tx.commit(*n, *to);
+        }
+        assert_eq!(tx.flush(a.as_fd()).unwrap(), plan.len());
+        assert!(tx.segmentation(), "this kernel took the UDP_SEGMENT messages");
+        let mut rx = RecvBatch::new(16, 2048);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            for s in [&b, &c] {
+                rx.recv(s.as_fd()).unwrap();
+                for i in 0..rx.len() {
+                    let (_, data, trunc) = rx.get(i);
+                    assert!(!trunc);
+                    got.push((data[0], data.len(), std::ptr::eq(s, &c)));
+                }
+            }
+            if got.len() == plan.len() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        got.sort();
+        let want: Vec<(u8, usize, bool)> =
+            plan.iter().enumerate().map(|(k, (to, n))| (k as u8, *n, *to == c_addr)).collect();
+        // Every datagram arrived whole, with its own contents, at its own destination.
+        assert_eq!(got, want);
     }
 
     struct SocketAddr4(SocketAddrV4);
