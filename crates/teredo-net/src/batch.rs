@@ -21,12 +21,20 @@ fn v4_to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
 }
 
 /// A batch of receive buffers.
+///
+/// On a socket with UDP GRO on ([`crate::udp::enable_gro`]), one buffer may hold several
+/// datagrams of one sender coalesced by the kernel; [`RecvBatch::segments`] gives them back
+/// one by one.
 pub struct RecvBatch {
     size: usize,
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// One control-message buffer per slot, for the UDP_GRO segment size.
+    ctrl: Vec<[u64; 4]>,
+    /// The segment size of each slot's datagrams when the kernel coalesced them, else 0.
+    segment: Vec<usize>,
     received: usize,
 }
 
@@ -46,6 +54,8 @@ impl RecvBatch {
             addrs: vec![zero_sa; count],
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; count],
             hdrs: vec![zero_hdr; count],
+            ctrl: vec![[0; 4]; count],
+            segment: vec![0; count],
             received: 0,
         }
     }
@@ -62,8 +72,8 @@ impl RecvBatch {
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of::<[u64; 4]>() as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -86,6 +96,22 @@ impl RecvBatch {
             };
         }
         self.received = n as usize;
+        for i in 0..self.received {
+            self.segment[i] = 0;
+            let h = &self.hdrs[i].msg_hdr;
+            // SAFETY: the kernel filled msg_control with well-formed control messages,
+            // within the msg_controllen it set.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(h);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                        let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                        self.segment[i] = usize::try_from(size).unwrap_or(0);
+                    }
+                    c = libc::CMSG_NXTHDR(h, c);
+                }
+            }
+        }
         Ok(self.received)
     }
 
@@ -97,6 +123,17 @@ impl RecvBatch {
     /// True when the last call received nothing.
     pub fn is_empty(&self) -> bool {
         self.received == 0
+    }
+
+    /// The datagrams in buffer `i` of the last call, one by one: several when the kernel
+    /// coalesced them (UDP GRO), else the one.
+    pub fn segments(&self, i: usize) -> impl Iterator<Item = &[u8]> {
+        let (_, data, _) = self.get(i);
+        let size = match self.segment[i] {
+            0 => data.len().max(1),
+            s => s,
+        };
+        data.chunks(size)
     }
 
     /// Datagram `i` of the last call: its source, its bytes, and whether it was cut
@@ -407,6 +444,36 @@ mod tests {
         let want: Vec<(u8, usize, bool)> =
             plan.iter().enumerate().map(|(k, (to, n))| (k as u8, *n, *to == c_addr)).collect();
         // Every datagram arrived whole, with its own contents, at its own destination.
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn gro_bursts_come_back_as_their_datagrams() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = socket2::Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        assert!(crate::udp::enable_gro(&b), "this kernel has UDP GRO");
+        let b_addr = crate::udp::local_v4(&b).unwrap();
+        let mut tx = SendBatch::new(16, 1400);
+        tx.set_segmentation(true);
+        let sizes = [1200, 1200, 1200, 1200, 300];
+        for (k, n) in sizes.iter().enumerate() {
+            tx.next_buf().unwrap()[..*n].fill(k as u8);
+            tx.commit(*n, b_addr);
+        }
+        tx.flush(a.as_fd()).unwrap();
+        let mut rx = RecvBatch::new(4, 65536);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            rx.recv(b.as_fd()).unwrap();
+            for i in 0..rx.len() {
+                got.extend(rx.segments(i).map(|d| (d[0], d.len(), d.iter().all(|&x| x == d[0]))));
+            }
+            if got.len() >= sizes.len() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let want: Vec<_> = sizes.iter().enumerate().map(|(k, n)| (k as u8, *n, true)).collect();
         assert_eq!(got, want);
     }
 

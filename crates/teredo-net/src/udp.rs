@@ -45,6 +45,26 @@ fn set_pmtudisc_dont(s: &Socket) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Lets the kernel hand over several datagrams of one sender at once (UDP GRO, Linux 5.0):
+/// read them with [`crate::batch::RecvBatch`] in buffers of 64 KiB and split them with
+/// `RecvBatch::segments`. Best effort: `false` where the kernel lacks it.
+#[cfg(target_os = "linux")]
+pub fn enable_gro(s: &Socket) -> bool {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
 /// The local address a socket is bound to.
 pub fn local_v4(s: &Socket) -> io::Result<SocketAddrV4> {
     match s.local_addr()?.as_socket() {

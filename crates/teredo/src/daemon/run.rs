@@ -47,6 +47,8 @@ const BATCH: usize = 64;
 /// send at most the 1280-byte Teredo MTU plus headers in practice; larger datagrams are
 /// cut by the kernel, flagged and dropped.
 const RECV_SIZE: usize = 4096;
+/// Room per receive buffer: a UDP GRO burst of one peer is at most 64 KiB.
+const GRO_RECV_SIZE: usize = 65536;
 /// TUN packets read per wake-up before the socket gets its turn.
 const TUN_BURST: usize = 64;
 
@@ -203,6 +205,8 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         StartError::new(format!("{at}: UDP socket {bind_ip}:{}", cfg.bind_port), e)
     })?;
     udp.set_nonblocking(true).map_err(|e| StartError::new("UDP socket", e))?;
+    // Best effort: without GRO the datagrams simply come one by one.
+    let _ = teredo_net::udp::enable_gro(&udp);
     let tun =
         Tun::create(&TunOptions { name: cfg.interface_name.clone(), multi_queue: false }).map_err(|e| {
             StartError::new(format!("{}: TUN interface", super::locate(&path, "InterfaceName")), e)
@@ -320,7 +324,8 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         server_hosts,
         resolver: None,
         server: None,
-        rx: RecvBatch::new(BATCH, RECV_SIZE),
+        // Buffers of 64 KiB: with UDP GRO one holds a whole burst of one peer.
+        rx: RecvBatch::new(BATCH, GRO_RECV_SIZE),
         tx: {
             // Runs of full-size packets to one peer (a TCP stream) leave as one UDP GSO
             // message each: one trip through the stack instead of one per packet.
@@ -459,18 +464,20 @@ impl Worker {
             };
             let now = self.now();
             for i in 0..n {
-                let (from, data, truncated) = self.rx.get(i);
+                let (from, _, truncated) = self.rx.get(i);
                 if truncated {
                     continue;
                 }
-                if let Some(c) = self.client.as_mut()
-                    && let Ok(pkt) = TeredoPacket::parse(data)
-                    && c.handle_datagram(now, from, &pkt)
-                {
-                    continue;
-                }
-                if let UdpVerdict::Deliver { range } = self.tunnel.handle_datagram(now, from, data) {
-                    let _ = self.tun.send(&data[range]);
+                for data in self.rx.segments(i) {
+                    if let Some(c) = self.client.as_mut()
+                        && let Ok(pkt) = TeredoPacket::parse(data)
+                        && c.handle_datagram(now, from, &pkt)
+                    {
+                        continue;
+                    }
+                    if let UdpVerdict::Deliver { range } = self.tunnel.handle_datagram(now, from, data) {
+                        let _ = self.tun.send(&data[range]);
+                    }
                 }
             }
             if n < BATCH {
