@@ -120,6 +120,44 @@ impl Client {
     pub fn public_ipv4(&self) -> Ipv4Addr {
         self.nat.as_ref().map_or(self.ipv4, |n| n.public)
     }
+
+    /// Waits for a Teredo address on `iface` and checks what a user would: it is under
+    /// 2001::/32, names the server `primary`, and embeds this client's real public mapping
+    /// — its NAT's public IPv4 and the port the NAT's connection tracking shows for the
+    /// flow to `primary`:3544 (or the client's own address and any port without a NAT).
+    pub fn wait_qualified(
+        &self,
+        iface: &str,
+        primary: Ipv4Addr,
+        timeout: std::time::Duration,
+    ) -> Result<(Ipv6Addr, teredo_proto::address::TeredoAddress)> {
+        let (addr, t) = self.wait_teredo_address(iface, timeout)?;
+        let wrong = |what: String| Err(LabError::Invalid(format!("{addr}: {what}")));
+        if t.prefix != teredo_proto::address::TEREDO_PREFIX {
+            return wrong("not under 2001::/32".into());
+        }
+        if t.server != primary {
+            return wrong(format!("server {} instead of {primary}", t.server));
+        }
+        if t.mapped_addr != self.public_ipv4() {
+            return wrong(format!(
+                "mapped address {} instead of the public {}",
+                t.mapped_addr,
+                self.public_ipv4()
+            ));
+        }
+        if let Some(nat) = &self.nat {
+            let to = std::net::SocketAddrV4::new(primary, teredo_proto::address::TEREDO_PORT);
+            let ct = nat.mapped_port(self.ipv4, to)?;
+            if ct != Some(t.mapped_port) {
+                return wrong(format!(
+                    "mapped port {} but the {} NAT maps the flow to the server to {ct:?}",
+                    t.mapped_port, nat.kind
+                ));
+            }
+        }
+        Ok((addr, t))
+    }
 }
 
 macro_rules! deref_node {

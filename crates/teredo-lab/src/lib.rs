@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 mod cmd;
 pub mod daemon;
 pub mod error;

@@ -87,7 +87,7 @@ fn run() -> Result<(), String> {
         std::env::var("TEREDO_BENCH_TEREDO").unwrap_or_else(|_| env!("CARGO_BIN_EXE_teredo").to_owned());
     let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
     common::catch_signals();
-    common::raise_priority("relay_memory");
+    teredo_lab::bench::raise_priority("relay_memory");
     let mut lab = Lab::new("bench-relay-memory").map_err(|e| e.to_string())?;
     let path = Path6::build(&mut lab, &teredo)?;
     println!("relay_memory: destinations at {rate}/s; flow measurements {FLOW_SECS} s each");

@@ -73,7 +73,7 @@ fn run() -> Result<(), String> {
     let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
     let wanted = |p: &str| only.is_empty() || only.split(',').any(|w| w.trim() == p);
     common::catch_signals();
-    common::raise_priority("relay_throughput");
+    teredo_lab::bench::raise_priority("relay_throughput");
 
     let mut lab = Lab::new("bench-relay-throughput").map_err(|e| e.to_string())?;
     let path = Path6::build(&mut lab, &teredo)?;

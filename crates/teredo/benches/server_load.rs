@@ -158,7 +158,7 @@ fn run() -> Result<(), String> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     lab::remove_stale_namespaces();
-    raise_priority();
+    teredo_lab::bench::raise_priority("server_load");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load1 = load.split_whitespace().next().and_then(|l| l.parse::<f64>().ok()).unwrap_or(0.0);
     if load1 > 0.5 {
@@ -207,32 +207,6 @@ fn run() -> Result<(), String> {
     }
     print_table(&outcomes, settings.cpus);
     Ok(())
-}
-
-/// Other work on the machine would steal the cores. Unless `TEREDO_BENCH_SHARE_CPU` is
-/// set, the bench leaves its parent's session, so that it has a scheduling group of its
-/// own (with autogroup, nice only counts inside a group), gives that group the weight
-/// of nice -20, and runs at nice -20 itself; the servers and the generator inherit it.
-/// Other sessions still get a little CPU, and get it all back when the bench ends.
-fn raise_priority() {
-    if std::env::var_os("TEREDO_BENCH_SHARE_CPU").is_some() {
-        return;
-    }
-    // SAFETY: setsid, prctl and setpriority have no memory-safety preconditions.
-    let own_session = unsafe { libc::setsid() } >= 0;
-    // Out of the terminal's session, Ctrl-C reaches only cargo: its death must still
-    // stop the bench (SIGTERM, handled like SIGINT, so the guards clean up).
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
-    if own_session
-        && Path::new("/proc/self/autogroup").exists()
-        && let Err(e) = std::fs::write("/proc/self/autogroup", "-20")
-    {
-        eprintln!("server_load: warning: cannot raise the scheduling group's priority: {e}");
-    }
-    // SAFETY: as above.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } != 0 {
-        eprintln!("server_load: warning: cannot raise priority: {}", std::io::Error::last_os_error());
-    }
 }
 
 fn server_argv(s: &Settings, topo: &Topology, tmp: &TempDir, conf: &Path, phase: &Phase) -> Vec<String> {

@@ -4,7 +4,6 @@
 //! priority boost, and the interruption flag.
 
 use std::net::Ipv6Addr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -30,29 +29,6 @@ pub(crate) fn catch_signals() {
 /// `Err("interrupted")` after SIGINT/SIGTERM.
 pub(crate) fn check_interrupted() -> Result<(), String> {
     if INTERRUPTED.load(Ordering::Relaxed) { Err("interrupted".into()) } else { Ok(()) }
-}
-
-/// As `server_load`: unless `TEREDO_BENCH_SHARE_CPU` is set, leave the parent's session,
-/// give the own scheduling group (autogroup) nice -20 and run at nice -20; every daemon,
-/// iperf3 and generator started later inherits it. Ctrl-C then reaches only cargo, whose
-/// death sends the bench SIGTERM.
-pub(crate) fn raise_priority(bench: &str) {
-    if std::env::var_os("TEREDO_BENCH_SHARE_CPU").is_some() {
-        return;
-    }
-    // SAFETY: setsid, prctl and setpriority have no memory-safety preconditions.
-    let own_session = unsafe { libc::setsid() } >= 0;
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
-    if own_session
-        && Path::new("/proc/self/autogroup").exists()
-        && let Err(e) = std::fs::write("/proc/self/autogroup", "-20")
-    {
-        eprintln!("{bench}: warning: cannot raise the scheduling group's priority: {e}");
-    }
-    // SAFETY: as above.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } != 0 {
-        eprintln!("{bench}: warning: cannot raise priority: {}", std::io::Error::last_os_error());
-    }
 }
 
 /// Seconds from the environment variable `name`, or `default`.

@@ -43,12 +43,12 @@ use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayTy
 
 /// Datagrams per receive call.
 const BATCH: usize = 64;
-/// Room per received datagram: the MTU of a Teredo interface is at most 65535, but peers
-/// send at most the 1280-byte Teredo MTU plus headers in practice; larger datagrams are
-/// cut by the kernel, flagged and dropped.
-const RECV_SIZE: usize = 4096;
-/// Room per receive buffer: a UDP GRO burst of one peer is at most 64 KiB.
-const GRO_RECV_SIZE: usize = 65536;
+/// Room per output of the state machines (RSs, bubbles, echo tests, ICMPv6 errors of at
+/// most 1280 bytes, released queued packets of at most a peer's 1280-byte queue).
+const OUTPUT_SIZE: usize = 4096;
+/// Room per batch slot: a UDP GRO burst of one peer, or a TUN packet, is at most 64 KiB.
+/// Slots are allocated zeroed, so only the pages written are ever resident.
+const SLOT_SIZE: usize = 65536;
 /// TUN packets read per wake-up before the socket gets its turn.
 const TUN_BURST: usize = 64;
 
@@ -325,16 +325,15 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         resolver: None,
         server: None,
         // Buffers of 64 KiB: with UDP GRO one holds a whole burst of one peer.
-        rx: RecvBatch::new(BATCH, GRO_RECV_SIZE),
+        rx: RecvBatch::new(BATCH, SLOT_SIZE),
         tx: {
             // Runs of full-size packets to one peer (a TCP stream) leave as one UDP GSO
             // message each: one trip through the stack instead of one per packet.
-            let mut tx = SendBatch::new(BATCH, RECV_SIZE);
+            let mut tx = SendBatch::new(BATCH, SLOT_SIZE);
             tx.set_segmentation(true);
             tx
         },
-        buf: vec![0u8; RECV_SIZE],
-        tun_buf: vec![0u8; 65536],
+        buf: vec![0u8; OUTPUT_SIZE],
         solicit: solicit.clone(),
     };
     info!(
@@ -403,7 +402,6 @@ struct Worker {
     rx: RecvBatch,
     tx: SendBatch,
     buf: Vec<u8>,
-    tun_buf: Vec<u8>,
     /// Set on SIGHUP: a client solicits its server at once ([`Client::solicit_now`]).
     solicit: Arc<AtomicBool>,
 }
@@ -493,19 +491,18 @@ impl Worker {
     fn receive_tun(&mut self) {
         let now = self.now();
         for _ in 0..TUN_BURST {
-            let n = match self.tun.recv(&mut self.tun_buf) {
+            if self.tx.is_full() {
+                let _ = self.tx.flush(self.udp.as_fd());
+            }
+            // Read straight into the next send slot: a packet sent as it is (simple
+            // encapsulation) is never copied.
+            let Some(slot) = self.tx.next_buf() else { break };
+            let n = match self.tun.recv(slot) {
                 Ok(n) => n,
                 Err(_) => break,
             };
-            let pkt = &self.tun_buf[..n];
-            if let TunVerdict::Send { dst } = self.tunnel.handle_tun_packet(now, pkt) {
-                if self.tx.is_full() {
-                    let _ = self.tx.flush(self.udp.as_fd());
-                }
-                if let Some(slot) = self.tx.next_buf().and_then(|b| b.get_mut(..n)) {
-                    slot.copy_from_slice(pkt);
-                    self.tx.commit(n, dst);
-                }
+            if let TunVerdict::Send { dst } = self.tunnel.handle_tun_packet(now, &slot[..n]) {
+                self.tx.commit(n, dst);
             }
         }
         if !self.tx.is_empty() {

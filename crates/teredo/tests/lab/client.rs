@@ -26,14 +26,13 @@
 //! (`--test-refresh-interval-ms` and friends, [`FAST_TIMERS`]): with Miredo's 100 s restart
 //! delay they would take minutes.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use teredo_lab::miredo::{self, IFACE};
 use teredo_lab::{Client, Daemon, Lab, NatKind, Server};
-use teredo_proto::address::{TEREDO_PORT, TEREDO_PREFIX, TeredoAddress};
 
-use crate::{MIREDO_NEEDS, TEREDO, TestResult, WAIT, ensure, start_teredo_server};
+use crate::{MIREDO_NEEDS, TEREDO, TestResult, WAIT, check_qualified, ensure, start_teredo_server};
 
 /// Starts `teredo run` as a client of `server` in `client` (the lab's client
 /// `miredo.conf`, Miredo's flags, then `extra`), and waits until its worker runs.
@@ -57,31 +56,6 @@ fn start_server(server: &Server, which: ServerImpl) -> TestResult<Daemon> {
         ServerImpl::Teredo => start_teredo_server(server, &[]),
         ServerImpl::Miredo => Ok(miredo::start_server(server)?),
     }
-}
-
-/// Waits for `client`'s Teredo address and checks that it is under 2001::/32, names
-/// `primary` and embeds the NAT's public address and its real mapping of the flow to
-/// `primary`:3544 (conntrack).
-fn check_qualified(client: &Client, primary: Ipv4Addr) -> TestResult<(Ipv6Addr, TeredoAddress)> {
-    let nat = client.nat.clone().ok_or("client without NAT")?;
-    let (addr, teredo) = client.wait_teredo_address(IFACE, WAIT)?;
-    ensure!(teredo.prefix == TEREDO_PREFIX, "{addr}: not under 2001::/32");
-    ensure!(teredo.server == primary, "{addr}: server {} instead of {primary}", teredo.server);
-    ensure!(
-        teredo.mapped_addr == nat.public,
-        "{addr}: mapped address {} instead of the {} NAT's {}",
-        teredo.mapped_addr,
-        nat.kind,
-        nat.public
-    );
-    let ct = nat.mapped_port(client.ipv4, SocketAddrV4::new(primary, TEREDO_PORT))?;
-    ensure!(
-        ct == Some(teredo.mapped_port),
-        "{addr}: mapped port {} but the {} NAT maps the flow to the server to {ct:?}",
-        teredo.mapped_port,
-        nat.kind
-    );
-    Ok((addr, teredo))
 }
 
 // ---------------------------------------------------------------------------------------

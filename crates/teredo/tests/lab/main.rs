@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use teredo_lab::{Daemon, Lab, Server, miredo};
+use teredo_lab::miredo::{self, IFACE};
+use teredo_lab::{Daemon, Lab, Server};
 
 /// Our binary.
 pub(crate) const TEREDO: &str = env!("CARGO_BIN_EXE_teredo");
@@ -81,4 +82,13 @@ pub(crate) fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> TestResult<V
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+}
+
+/// Waits for `client`'s Teredo address and checks that it embeds `primary` and the real
+/// public mapping of its NAT towards `primary`:3544 (see `Client::wait_qualified`).
+pub(crate) fn check_qualified(
+    client: &teredo_lab::Client,
+    primary: std::net::Ipv4Addr,
+) -> TestResult<(std::net::Ipv6Addr, teredo_proto::address::TeredoAddress)> {
+    Ok(client.wait_qualified(IFACE, primary, WAIT)?)
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use teredo_lab::lab::{SERVER_IPV4, SERVER_IPV4_2};
 use teredo_lab::miredo::{self, IFACE};
-use teredo_lab::{Client, Daemon, Lab, NatKind, Node, wait_until};
+use teredo_lab::{Daemon, Lab, NatKind, Node, wait_until};
 use teredo_proto::address::{Flags, TEREDO_PORT, TEREDO_PREFIX, TeredoAddress, server_link_local};
 use teredo_proto::checksum;
 use teredo_proto::server::ALL_ROUTERS;
@@ -31,7 +31,9 @@ use teredo_proto::wire::icmpv6::{Echo, Icmpv6, Icmpv6Repr, Message};
 use teredo_proto::wire::ipv6::emit_bubble;
 use teredo_proto::wire::{Authentication, OriginIndication, TeredoPacket, encap};
 
-use crate::{MIREDO_NEEDS, TestResult, WAIT, ensure, server_pcap, start_teredo_server, tshark};
+use crate::{
+    MIREDO_NEEDS, TestResult, WAIT, check_qualified, ensure, server_pcap, start_teredo_server, tshark,
+};
 
 /// The /64 our server advertises: 2001:0:<primary 192.0.2.1>::/64.
 const ADVERTISED_PREFIX: Ipv6Addr = Ipv6Addr::new(0x2001, 0, 0xc000, 0x0201, 0, 0, 0, 0);
@@ -48,31 +50,8 @@ fn qualifies_behind(lab: &mut Lab, kind: NatKind) -> TestResult {
     let client = lab.client_behind(kind)?;
     let _server_d = start_teredo_server(&server, &[])?;
     let _client_d = miredo::start_client(&client, &server, IFACE)?;
-    check_qualified(&client, server.primary)
-}
-
-/// Waits for `client`'s Teredo address and checks that it embeds `primary` and the real
-/// mapping of its NAT towards `primary`:3544.
-fn check_qualified(client: &Client, primary: Ipv4Addr) -> TestResult {
-    let nat = client.nat.clone().ok_or("client without NAT")?;
-    let (addr, teredo) = client.wait_teredo_address(IFACE, WAIT)?;
-    ensure!(teredo.prefix == TEREDO_PREFIX, "{addr}: not under 2001::/32");
-    ensure!(teredo.server == primary, "{addr}: server {} instead of {primary}", teredo.server);
-    ensure!(
-        teredo.mapped_addr == nat.public,
-        "{addr}: mapped address {} instead of the {} NAT's {}",
-        teredo.mapped_addr,
-        nat.kind,
-        nat.public
-    );
-    let ct = nat.mapped_port(client.ipv4, SocketAddrV4::new(primary, TEREDO_PORT))?;
-    ensure!(
-        ct == Some(teredo.mapped_port),
-        "{addr}: mapped port {} but the {} NAT maps the flow to the server to {ct:?}",
-        teredo.mapped_port,
-        nat.kind
-    );
-    println!("{}: qualified as {addr} (mapping {}:{})", nat.kind, teredo.mapped_addr, teredo.mapped_port);
+    let (addr, t) = check_qualified(&client, server.primary)?;
+    println!("{}: qualified as {addr} (mapping {}:{})", client.public_ipv4(), t.mapped_addr, t.mapped_port);
     Ok(())
 }
 
