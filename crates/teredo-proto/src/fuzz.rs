@@ -79,3 +79,27 @@ pub fn address(data: &[u8]) {
         let _ = TeredoAddress::from_ipv6(&ip);
     }
 }
+
+/// TUN offload: a virtio-net header (the first 10 bytes) and a packet read from the TUN,
+/// segmented; the segments are coalesced again and every frame written must segment.
+pub fn offload(data: &[u8]) {
+    use crate::offload::{Coalescer, Segments, VnetHeader};
+    let Some(hdr) = VnetHeader::parse(data) else { return };
+    let packet = &data[crate::offload::VNET_HDR_LEN..];
+    let _ = crate::offload::complete_checksum(&hdr, &mut packet.to_vec());
+    let Ok(mut segments) = Segments::new(&hdr, packet) else { return };
+    let mut buf = vec![0u8; segments.max_len()];
+    let mut coalescer = Coalescer::new(2);
+    let mut check = |h: &[u8; crate::offload::VNET_HDR_LEN], p: &[u8]| {
+        let h = VnetHeader::parse(h).expect("a whole header");
+        assert!(Segments::new(&h, p).is_ok(), "a coalesced frame segments");
+    };
+    let mut produced = 0;
+    while let Some(n) = segments.next_into(&mut buf) {
+        assert!(n <= segments.max_len());
+        coalescer.push(&buf[..n], &mut check);
+        produced += 1;
+    }
+    assert_eq!(produced, segments.count());
+    coalescer.flush(&mut check);
+}

@@ -17,7 +17,9 @@
 //!   packet queues (RFC 4380 §5.2, §5.2.6, §5.4);
 //! - [`tunnel`]: the data path of a client and of a relay (RFC 4380 §5.2.3, §5.2.4,
 //!   §5.2.6, §5.2.9, §5.4.1, §5.4.2; RFC 5991 §3.2);
-//! - [`server`]: the Teredo server (RFC 4380 §5.3, RFC 5991 §3.2).
+//! - [`server`]: the Teredo server (RFC 4380 §5.3, RFC 5991 §3.2);
+//! - [`offload`]: TUN offload: the virtio-net header, TCP segmentation of what the TUN
+//!   gives and coalescing of what it takes (RFC 9293, RFC 8200 §8.1).
 
 #![warn(missing_docs)]
 
@@ -27,6 +29,7 @@ pub mod client;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod nonce;
+pub mod offload;
 pub mod peers;
 pub mod server;
 pub mod time;

@@ -36,3 +36,8 @@ fn trailers_corpus() {
 fn address_corpus() {
     replay("address", teredo_proto::fuzz::address);
 }
+
+#[test]
+fn offload_corpus() {
+    replay("offload", teredo_proto::fuzz::offload);
+}
