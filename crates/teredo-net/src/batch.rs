@@ -167,6 +167,8 @@ pub struct SendBatch {
     firsts: Vec<usize>,
     queued: usize,
     segmentation: bool,
+    /// Datagrams the kernel refused, in total.
+    dropped: u64,
 }
 
 // SAFETY: as for RecvBatch.
@@ -176,6 +178,10 @@ unsafe impl Send for SendBatch {}
 const MAX_SEGMENTS: usize = 64;
 /// Most bytes in one GSO message (an IPv4 packet's 65,535 less its headers).
 const MAX_GSO_BYTES: usize = 65_507;
+/// How long [`SendBatch::flush`] waits for room in a full send buffer, at most, before it
+/// drops the rest: the worker then reads its input later, so that the pressure goes back
+/// to where the packets come from instead of being lost here.
+pub const SEND_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl SendBatch {
     /// Room for `count` datagrams of up to `size` bytes.
@@ -194,7 +200,15 @@ impl SendBatch {
             firsts: vec![0; count],
             queued: 0,
             segmentation: false,
+            dropped: 0,
         }
+    }
+
+    /// How many datagrams the kernel refused so far (a send buffer still full after
+    /// [`SEND_WAIT`], a firewall, an ICMP error reported on the socket): dropped, as UDP
+    /// would, but counted.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Sends runs of equal datagrams to one destination as UDP GSO messages (see the type's
@@ -313,6 +327,7 @@ impl SendBatch {
         let total = self.queued;
         let mut result = Ok(());
         let mut from = 0;
+        let mut waited = false;
         'build: while from < total {
             let msgs = self.build(from, total);
             let mut sent = 0;
@@ -334,6 +349,14 @@ impl SendBatch {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                if e.kind() == io::ErrorKind::WouldBlock && !waited {
+                    // The send buffer is full: wait once for room (poll errors end the wait).
+                    waited = true;
+                    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, SEND_WAIT.as_millis() as libc::c_int) };
+                    continue;
+                }
                 let is_gso = self.hdrs[sent].msg_hdr.msg_iovlen > 1;
                 if is_gso && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
                     // No UDP segmentation here (an old kernel, or a device without
@@ -344,6 +367,7 @@ impl SendBatch {
                 }
                 // A message the network refuses (e.g. EPERM from a firewall, or an ICMP
                 // error reported on this socket) must not block the rest: skip it.
+                self.dropped += self.hdrs[sent].msg_hdr.msg_iovlen as u64;
                 sent += 1;
                 if result.is_ok() {
                     result = Err(e);

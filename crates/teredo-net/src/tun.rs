@@ -11,6 +11,13 @@
 //!   header those systems prepend). Written but **untested**: we cannot build for these
 //!   targets on this machine.
 //!
+//! With [`TunOptions::offload`] (Linux) the device is created with `IFF_VNET_HDR` and asked
+//! for checksum and TCP/IPv6 segmentation offload (`TUNSETOFFLOAD` with `TUN_F_CSUM |
+//! TUN_F_TSO6`): every packet then travels behind a 10-byte `struct virtio_net_hdr`, a read
+//! may return a TCP super-packet of up to 64 KiB with a partial checksum, and a write may
+//! hand the kernel one ([`Tun::recv_offload`], [`Tun::send_offload`]). The packet path cuts
+//! and joins them with `teredo_proto::offload`.
+//!
 //! The device's name and index are fixed at creation. Creating a device (and attaching a
 //! queue to it) needs CAP_NET_ADMIN; reading and writing the descriptor afterwards does not,
 //! so the unprivileged packet path keeps the descriptors it was handed.
@@ -32,7 +39,18 @@ pub struct TunOptions {
     /// Create a multi-queue device (Linux), so that [`Tun::clone_queue`] can open more
     /// queues on it.
     pub multi_queue: bool,
+    /// Create the device with virtio-net headers and ask for offloads (Linux; see the
+    /// module documentation). Whether the kernel granted the offloads is
+    /// [`Tun::offloads`].
+    pub offload: bool,
 }
+
+/// The length of the virtio-net header in front of every packet of a device created with
+/// [`TunOptions::offload`].
+pub const VNET_HDR_LEN: usize = 10;
+
+/// The header of a plain packet: no segmentation, checksum complete.
+const PLAIN_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
 
 /// Why the device could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +100,10 @@ pub struct Tun {
     name: String,
     ifindex: u32,
     multi_queue: bool,
+    /// Packets carry a virtio-net header.
+    vnet: bool,
+    /// The kernel accepted TUNSETOFFLOAD (reads may be super-packets with partial checksums).
+    offloads: bool,
 }
 
 impl Tun {
@@ -98,6 +120,17 @@ impl Tun {
     /// Whether the device was created multi-queue.
     pub fn is_multi_queue(&self) -> bool {
         self.multi_queue
+    }
+
+    /// Whether packets carry a virtio-net header ([`TunOptions::offload`]).
+    pub fn has_vnet_header(&self) -> bool {
+        self.vnet
+    }
+
+    /// Whether the kernel accepted the checksum and TCP segmentation offloads: reads may then
+    /// return super-packets and partial checksums.
+    pub fn offloads(&self) -> bool {
+        self.offloads
     }
 }
 
@@ -120,6 +153,9 @@ impl Tun {
         if options.multi_queue {
             flags |= libc::IFF_MULTI_QUEUE;
         }
+        if options.offload {
+            flags |= libc::IFF_VNET_HDR;
+        }
         req.ifr_ifru.ifru_flags = flags as libc::c_short;
         let fd = open_clone_device(PATH)?;
         // SAFETY: a valid descriptor and a valid ifreq the kernel reads and fills.
@@ -128,7 +164,19 @@ impl Tun {
         }
         let name = ifreq_name(&req);
         let ifindex = index_of(&name)?;
-        Ok(Self { fd, name, ifindex, multi_queue: options.multi_queue })
+        let offloads = options.offload && {
+            let features = libc::TUN_F_CSUM | libc::TUN_F_TSO6;
+            // SAFETY: TUNSETOFFLOAD takes its argument by value.
+            let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, features as libc::c_ulong) };
+            if r != 0 {
+                tracing::info!(
+                    "{name}: no TUN offloads ({}); packets cross one by one",
+                    io::Error::last_os_error()
+                );
+            }
+            r == 0
+        };
+        Ok(Self { fd, name, ifindex, multi_queue: options.multi_queue, vnet: options.offload, offloads })
     }
 
     /// Opens one more queue of a multi-queue device (for one more worker). Needs
@@ -137,23 +185,76 @@ impl Tun {
         if !self.multi_queue {
             return Err(TunError::Unsupported("clone_queue needs a device created with multi_queue"));
         }
-        Self::create(&TunOptions { name: Some(self.name.clone()), multi_queue: true })
+        Self::create(&TunOptions { name: Some(self.name.clone()), multi_queue: true, offload: self.vnet })
     }
 
     /// Reads one packet into `buf`; returns its length. Blocks unless the device is
     /// non-blocking (then `WouldBlock` when nothing is waiting). A packet longer than
-    /// `buf` is cut.
+    /// `buf` is cut. On a device with virtio-net headers the header is read and dropped:
+    /// use [`Tun::recv_offload`] there, as the packet may be a super-packet.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.vnet {
+            let mut hdr = [0; VNET_HDR_LEN];
+            return self.recv_offload(&mut hdr, buf);
+        }
         // SAFETY: buf is valid for writes of buf.len() bytes.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
 
-    /// Writes one whole packet to the kernel.
+    /// Reads one packet and its virtio-net header (a device created with
+    /// [`TunOptions::offload`]); returns the packet's length, without the header. `buf`
+    /// should hold 65,535 bytes: a super-packet longer than `buf` is cut. On a device without
+    /// the headers, `hdr` is set to the plain (all-zero) header.
+    pub fn recv_offload(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<usize> {
+        if !self.vnet {
+            *hdr = PLAIN_HDR;
+            return self.recv(buf);
+        }
+        let iov = [
+            libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: VNET_HDR_LEN },
+            libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() },
+        ];
+        // SAFETY: both iovecs describe live, writable buffers of their lengths.
+        let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((n as usize).saturating_sub(VNET_HDR_LEN))
+    }
+
+    /// Writes one whole packet to the kernel (behind an empty virtio-net header on a device
+    /// that has them).
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.vnet {
+            return self.send_offload(&PLAIN_HDR, packet);
+        }
         // SAFETY: packet is valid for reads of packet.len() bytes.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
         if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+
+    /// Writes one packet behind the virtio-net header `hdr` (a device created with
+    /// [`TunOptions::offload`]): a super-packet the kernel segments or receives whole.
+    /// Returns the packet's length written, without the header. On a device without the
+    /// headers only the plain header is accepted (else `InvalidInput`).
+    pub fn send_offload(&self, hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<usize> {
+        if !self.vnet {
+            if *hdr != PLAIN_HDR {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "no virtio-net headers on this TUN"));
+            }
+            return self.send(packet);
+        }
+        let iov = [
+            libc::iovec { iov_base: hdr.as_ptr().cast_mut().cast(), iov_len: VNET_HDR_LEN },
+            libc::iovec { iov_base: packet.as_ptr().cast_mut().cast(), iov_len: packet.len() },
+        ];
+        // SAFETY: both iovecs describe live buffers the kernel only reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((n as usize).saturating_sub(VNET_HDR_LEN))
     }
 
     /// Makes reads and writes non-blocking (or blocking again).
@@ -235,7 +336,14 @@ impl Tun {
         let dev = builder.build_sync().map_err(|source| TunError::Call { call: "create TUN", source })?;
         let name = dev.name().map_err(|source| TunError::Call { call: "TUN name", source })?;
         let ifindex = index_of(&name)?;
-        Ok(Self { dev: std::sync::Arc::new(dev), name, ifindex, multi_queue: false })
+        Ok(Self {
+            dev: std::sync::Arc::new(dev),
+            name,
+            ifindex,
+            multi_queue: false,
+            vnet: false,
+            offloads: false,
+        })
     }
 
     /// Multi-queue devices exist on Linux only.
@@ -251,6 +359,17 @@ impl Tun {
     /// Writes one packet.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         self.dev.send(packet)
+    }
+
+    /// Virtio-net headers exist on Linux only: never called, as
+    /// [`Tun::has_vnet_header`] is false.
+    pub fn recv_offload(&self, _hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+
+    /// Virtio-net headers exist on Linux only: the header is ignored.
+    pub fn send_offload(&self, _hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<usize> {
+        self.send(packet)
     }
 
     /// Makes reads and writes non-blocking (or blocking again).
@@ -301,7 +420,7 @@ mod tests {
 
     #[test]
     fn invalid_name_is_refused_before_any_system_call() {
-        let r = Tun::create(&TunOptions { name: Some("bad/name".into()), multi_queue: false });
+        let r = Tun::create(&TunOptions { name: Some("bad/name".into()), ..Default::default() });
         assert!(matches!(r, Err(TunError::InvalidName(_))));
     }
 

@@ -25,7 +25,7 @@ fn addr(s: &str) -> Ipv6Addr {
 }
 
 fn tun(name: &str) -> Result<Tun, String> {
-    Tun::create(&TunOptions { name: Some(name.into()), multi_queue: false }).map_err(|e| e.to_string())
+    Tun::create(&TunOptions { name: Some(name.into()), ..Default::default() }).map_err(|e| e.to_string())
 }
 
 fn up_state(dev: &str, address: &str) -> Vec<String> {
@@ -161,7 +161,8 @@ fn multi_queue() {
     in_new_netns("multi_queue", || {
         let single = tun("single0")?;
         ensure!(matches!(single.clone_queue(), Err(TunError::Unsupported(_))), "clone of single queue");
-        let t = Tun::create(&TunOptions { name: None, multi_queue: true }).map_err(|e| e.to_string())?;
+        let t = Tun::create(&TunOptions { name: None, multi_queue: true, ..Default::default() })
+            .map_err(|e| e.to_string())?;
         ensure!(t.name().starts_with("tun"), "kernel-chosen name {}", t.name());
         let q = t.clone_queue().map_err(|e| e.to_string())?;
         ensure!(q.ifindex() == t.ifindex() && q.name() == t.name(), "clone is another device");
@@ -411,4 +412,128 @@ fn hook_timeout_kills_a_hanging_script() {
     let status = r.run(teredo_net::hook::HookState::Down).unwrap();
     assert_eq!(status, -1);
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// Runs `ip ARGS` in the test's namespace.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
+    ensure!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}
+
+/// `count` in-order TCP segments of one flow from `src` to `dst`, each with `payload`
+/// bytes, the flags ACK only and a valid checksum (built by etherparse).
+fn tcp_segments(src: Ipv6Addr, dst: Ipv6Addr, count: u32, payload: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|k| {
+            let data: Vec<u8> = (0..payload).map(|i| (i as u32 * 7 + k * 13) as u8).collect();
+            let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
+                .tcp(40_000, 5_001, 1_000 + k * payload as u32, 65_535)
+                .ack(77);
+            let mut p = Vec::new();
+            b.write(&mut p, &data).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// The TCP packets to port 5001 read from `t` within `timeout` (the kernel's own ND and
+/// MLD packets skipped), super-packets cut by `teredo_proto::offload::Segments`; and how
+/// many super-packets there were.
+fn read_tcp(t: &Tun, want: usize, timeout: Duration) -> Result<(Vec<Vec<u8>>, usize), String> {
+    use teredo_proto::offload::{Segments, VnetHeader};
+    let (mut got, mut supers) = (Vec::new(), 0);
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + timeout;
+    while got.len() < want && Instant::now() < deadline {
+        if !teredo_net::poll::readable(&[t.as_fd()], Duration::from_millis(100)).map_err(|e| e.to_string())?
+            [0]
+        {
+            continue;
+        }
+        let mut hdr = [0u8; 10];
+        let n = match t.recv_offload(&mut hdr, &mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let p = &buf[..n];
+        if n < 44 || p[6] != 6 || u16::from_be_bytes([p[42], p[43]]) != 5_001 {
+            continue;
+        }
+        let h = VnetHeader::parse(&hdr).ok_or("no header")?;
+        if h.gso_type != VnetHeader::GSO_NONE {
+            supers += 1;
+        }
+        let mut s = Segments::new(&h, p).map_err(|e| format!("{e} for {h:?}"))?;
+        let mut out = vec![0u8; s.max_len()];
+        while let Some(n) = s.next_into(&mut out) {
+            got.push(out[..n].to_vec());
+        }
+    }
+    Ok((got, supers))
+}
+
+#[test]
+fn coalesced_and_segmented_packets_survive_the_kernel() {
+    // Three TUNs in one forwarding namespace: `join0` (offloads) takes the super-packet our
+    // Coalescer made of 20 TCP segments; the kernel forwards it to `plain0` (no offloads),
+    // where it must cut it into exactly the 20 original packets (hop limit less one) with
+    // the checksums our partial checksum leads to; and the same super-packet for another
+    // prefix is forwarded whole to `cut0` (offloads), where our Segments must cut it into
+    // the same 20 packets. So the kernel accepts our headers, and both directions agree
+    // with it byte for byte.
+    use teredo_proto::offload::Coalescer;
+    in_new_netns("coalesced_and_segmented_packets_survive_the_kernel", || {
+        let opts =
+            |name: &str, offload| TunOptions { name: Some(name.into()), offload, ..Default::default() };
+        let create = |name: &str, offload| Tun::create(&opts(name, offload)).map_err(|e| e.to_string());
+        let (join, plain, cut) = (create("join0", true)?, create("plain0", false)?, create("cut0", true)?);
+        ensure!(join.offloads() && cut.offloads(), "the kernel refused TUNSETOFFLOAD");
+        for (t, net) in [(&join, "a"), (&plain, "b"), (&cut, "c")] {
+            t.set_nonblocking(true).map_err(|e| e.to_string())?;
+            ip(&["link", "set", t.name(), "mtu", "1500", "up"])?;
+            ip(&["addr", "add", &format!("2001:db8:{net}::1/64"), "dev", t.name(), "nodad"])?;
+        }
+        let o = std::process::Command::new("sysctl")
+            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        ensure!(o.status.success(), "sysctl: {}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_millis(300));
+
+        for (out, net) in [(&plain, "b"), (&cut, "c")] {
+            let originals =
+                tcp_segments(addr("2001:db8:a::2"), addr(&format!("2001:db8:{net}::2")), 20, 1_200);
+            let mut frames = Vec::new();
+            let mut coalescer = Coalescer::new(4);
+            for p in &originals {
+                coalescer.push(p, &mut |h, p| frames.push((*h, p.to_vec())));
+            }
+            coalescer.flush(&mut |h, p| frames.push((*h, p.to_vec())));
+            ensure!(frames.len() == 1, "{} frames for one flow of 20 segments", frames.len());
+            let (h, frame) = &frames[0];
+            let written =
+                join.send_offload(h, frame).map_err(|e| format!("the kernel refused our frame: {e}"))?;
+            ensure!(written == frame.len(), "short write");
+
+            let expected: Vec<Vec<u8>> = originals
+                .iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    p[7] -= 1;
+                    p
+                })
+                .collect();
+            let (got, supers) = read_tcp(out, 20, Duration::from_secs(5))?;
+            if out.offloads() {
+                ensure!(supers == 1, "{}: {supers} super-packets read, not 1", out.name());
+            }
+            ensure!(got.len() == expected.len(), "{}: {} packets of 20", out.name(), got.len());
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                ensure!(g == e, "{}: packet {i} differs from the original", out.name());
+            }
+        }
+        Ok(())
+    });
 }

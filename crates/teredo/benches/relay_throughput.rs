@@ -10,6 +10,8 @@
 //!
 //! - (a) `miredo` client + `miredo` relay (`RelayType cone`, the lab's config);
 //! - (b) `teredo run` client + `teredo run` relay, the same configs;
+//! - (n) the same with `--no-offload` on both (no TUN offloads: what (b) was before them);
+//!   only when asked for with `TEREDO_BENCH_ONLY`, e.g. `b,n`;
 //! - (c) native IPv4 between the relay's namespace (iperf3 server on 203.0.113.1) and the
 //!   client's namespace, through the router and the NAT: every namespace and veth of the
 //!   Teredo path but the v6 host's link, with no tunnel. (The v6 host has no IPv4.)
@@ -71,7 +73,8 @@ fn run() -> Result<(), String> {
     let teredo =
         std::env::var("TEREDO_BENCH_TEREDO").unwrap_or_else(|_| env!("CARGO_BIN_EXE_teredo").to_owned());
     let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
-    let wanted = |p: &str| only.is_empty() || only.split(',').any(|w| w.trim() == p);
+    let listed = |p: &str| only.split(',').any(|w| w.trim() == p);
+    let wanted = |p: &str| (only.is_empty() && p != "n") || listed(p);
     common::catch_signals();
     teredo_lab::bench::raise_priority("relay_throughput");
 
@@ -86,7 +89,11 @@ fn run() -> Result<(), String> {
         path.client.ipv4
     );
     let mut rows: Vec<(&str, Row)> = Vec::new();
-    for (p, label, which) in [("a", "(a) miredo", Impl::Miredo), ("b", "(b) teredo", Impl::Teredo)] {
+    for (p, label, which) in [
+        ("a", "(a) miredo", Impl::Miredo),
+        ("b", "(b) teredo", Impl::Teredo),
+        ("n", "(n) no-offload", Impl::TeredoNoOffload),
+    ] {
         if !wanted(p) {
             continue;
         }
@@ -94,7 +101,7 @@ fn run() -> Result<(), String> {
         let (relay_d, client_d, addr) = path.start(which, &teredo)?;
         let program = match which {
             Impl::Miredo => "miredo",
-            Impl::Teredo => "teredo",
+            Impl::Teredo | Impl::TeredoNoOffload => "teredo",
         };
         let relay_pids = pids_named(&path.relay, program);
         println!("{label}: client {addr}, relay pids {relay_pids:?}");
@@ -158,12 +165,15 @@ fn print_table(rows: &[(&str, Row)]) {
         print!(" {label:>14}");
     }
     let get = |l: &str| rows.iter().find(|(x, _)| x.starts_with(l)).map(|(_, r)| r);
-    let (a, b, c) = (get("(a)"), get("(b)"), get("(c)"));
+    let (a, b, c, n) = (get("(a)"), get("(b)"), get("(c)"), get("(n)"));
     if a.is_some() && b.is_some() {
         print!(" {:>7}", "b/a");
     }
     if c.is_some() && b.is_some() {
         print!(" {:>7}", "b/c");
+    }
+    if n.is_some() && b.is_some() {
+        print!(" {:>7}", "b/n");
     }
     println!();
     for (i, (name, test, _)) in TESTS.iter().enumerate() {
@@ -193,6 +203,7 @@ fn print_table(rows: &[(&str, Row)]) {
         };
         print!("{}", ratio(b, a));
         print!("{}", ratio(b, c));
+        print!("{}", ratio(b, n));
         println!();
     }
     println!("(relay CPU in cores is printed per run above; (c) has no relay process)");

@@ -50,6 +50,8 @@ pub(crate) enum Impl {
     Miredo,
     /// `teredo run`.
     Teredo,
+    /// `teredo run --no-offload` (TUN packets one by one, as before the offloads).
+    TeredoNoOffload,
 }
 
 /// The lab path: server (`teredo server`), relay, v6 host, client behind a port-restricted
@@ -84,10 +86,14 @@ impl Path6 {
                 miredo::start_relay(&self.relay, IFACE).map_err(e)?,
                 miredo::start_client(&self.client, &self.server, IFACE).map_err(e)?,
             ),
-            Impl::Teredo => (
-                miredo::start_relay_with(&self.relay, IFACE, &[teredo, "run"]).map_err(e)?,
-                miredo::start_client_with(&self.client, &self.server, IFACE, &[teredo, "run"]).map_err(e)?,
-            ),
+            Impl::Teredo | Impl::TeredoNoOffload => {
+                let command: &[&str] =
+                    if which == Impl::Teredo { &[teredo, "run"] } else { &[teredo, "run", "--no-offload"] };
+                (
+                    miredo::start_relay_with(&self.relay, IFACE, command).map_err(e)?,
+                    miredo::start_client_with(&self.client, &self.server, IFACE, command).map_err(e)?,
+                )
+            }
         };
         let (addr, _) = self.client.wait_teredo_address(IFACE, Duration::from_secs(20)).map_err(e)?;
         self.client.wait_ping6(self.host.ipv6, Duration::from_secs(20)).map_err(e)?;

@@ -32,6 +32,7 @@ use teredo_net::udp::{bind_udp, local_v4};
 use teredo_net::{poll, privileges};
 use teredo_proto::client::{self, Client, Event, NatKind};
 use teredo_proto::nonce::TokenKey;
+use teredo_proto::offload::{self, Coalescer, Segments, VNET_HDR_LEN, VnetHeader};
 use teredo_proto::time::Instant;
 use teredo_proto::tunnel::{Destination, Limits, RelayConfig, Role, TunVerdict, Tunnel, UdpVerdict};
 use teredo_proto::wire::TeredoPacket;
@@ -51,6 +52,80 @@ const OUTPUT_SIZE: usize = 4096;
 const SLOT_SIZE: usize = 65536;
 /// TUN packets read per wake-up before the socket gets its turn.
 const TUN_BURST: usize = 64;
+// The platform and the protocol core agree on the virtio-net header.
+const _: () = assert!(teredo_net::tun::VNET_HDR_LEN == VNET_HDR_LEN);
+
+/// TCP flows whose segments are joined at once on their way to an offloading TUN.
+const COALESCE_FLOWS: usize = 8;
+
+/// The TUN offloads at work (see `teredo_net::tun`): super-packets read from the TUN are
+/// cut into ordinary packets, and the TCP segments of one flow that arrive together are
+/// joined before they are written.
+struct Offload {
+    /// The virtio-net header of the packet just read.
+    hdr: [u8; VNET_HDR_LEN],
+    /// Where a super-packet is cut from (ordinary packets are read straight into their send
+    /// slot and never come here).
+    scratch: Vec<u8>,
+    coalescer: Coalescer,
+    /// Super-packets read, and the packets cut from them.
+    super_packets: u64,
+    segments: u64,
+    /// Packets read that could not be cut (malformed for the offload rules: counted and
+    /// dropped).
+    errors: u64,
+    /// Super-packets the kernel refused to take (EINVAL): each was written again cut into
+    /// its packets, and joining stopped for good.
+    refused: u64,
+    /// Where a refused super-packet is cut back into packets.
+    cut: Vec<u8>,
+}
+
+/// Writes one frame of the [`Coalescer`] to the TUN. Should the kernel refuse a
+/// super-packet's header (an older kernel's rules), the packets in it are written one by
+/// one and `refused` is counted, so that nothing is lost; any other failure is counted in
+/// `write_errors`.
+fn write_frame(
+    tun: &Tun,
+    cut: &mut [u8],
+    refused: &mut u64,
+    write_errors: &mut u64,
+    hdr: &[u8; VNET_HDR_LEN],
+    packet: &[u8],
+) {
+    let Err(e) = tun.send_offload(hdr, packet) else { return };
+    let header = VnetHeader::parse(hdr).unwrap_or_default();
+    if header.gso_type == VnetHeader::GSO_NONE || e.raw_os_error() != Some(libc::EINVAL) {
+        *write_errors += 1;
+        return;
+    }
+    *refused += 1;
+    match Segments::new(&header, packet) {
+        Ok(mut segments) => {
+            while let Some(n) = segments.next_into(cut) {
+                if tun.send(&cut[..n]).is_err() {
+                    *write_errors += 1;
+                }
+            }
+        }
+        Err(_) => *write_errors += 1,
+    }
+}
+
+impl Offload {
+    fn new() -> Self {
+        Self {
+            hdr: [0; VNET_HDR_LEN],
+            scratch: vec![0; SLOT_SIZE],
+            coalescer: Coalescer::new(COALESCE_FLOWS),
+            super_packets: 0,
+            segments: 0,
+            errors: 0,
+            refused: 0,
+            cut: vec![0; OUTPUT_SIZE],
+        }
+    }
+}
 
 /// `teredo run [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_NAME]`.
 #[derive(Debug, Clone, Args)]
@@ -66,6 +141,10 @@ pub struct RunArgs {
     /// [`ClientTimers`].
     #[command(flatten)]
     pub timers: ClientTimers,
+    /// Do not use the TUN's offloads (Linux virtio-net headers with checksum and TCP
+    /// segmentation offload): packets then cross the TUN one by one.
+    #[arg(long)]
+    pub no_offload: bool,
 }
 
 /// The client's qualification timers, shortened for the lab tests only: with Miredo's
@@ -207,10 +286,14 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
     udp.set_nonblocking(true).map_err(|e| StartError::new("UDP socket", e))?;
     // Best effort: without GRO the datagrams simply come one by one.
     let _ = teredo_net::udp::enable_gro(&udp);
-    let tun =
-        Tun::create(&TunOptions { name: cfg.interface_name.clone(), multi_queue: false }).map_err(|e| {
-            StartError::new(format!("{}: TUN interface", super::locate(&path, "InterfaceName")), e)
-        })?;
+    let options = TunOptions {
+        name: cfg.interface_name.clone(),
+        multi_queue: false,
+        offload: cfg!(target_os = "linux") && !args.no_offload,
+    };
+    let tun = Tun::create(&options).map_err(|e| {
+        StartError::new(format!("{}: TUN interface", super::locate(&path, "InterfaceName")), e)
+    })?;
     tun.set_nonblocking(true).map_err(|e| StartError::new("TUN interface", e))?;
 
     let mode = match cfg.relay_type {
@@ -317,6 +400,8 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     let mut worker = Worker {
         start,
         udp: p.udp,
+        offload: None,
+        tun_write_errors: 0,
         tun: p.tun,
         client,
         tunnel,
@@ -336,11 +421,13 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         buf: vec![0u8; OUTPUT_SIZE],
         solicit: solicit.clone(),
     };
+    worker.offload = worker.tun.offloads().then(Offload::new);
     info!(
-        "Teredo {what} on {} (UDP {local}), running as {} (uid {})",
+        "Teredo {what} on {} (UDP {local}), running as {} (uid {}), TUN offloads {}",
         worker.tun.name(),
         user.name,
-        user.uid
+        user.uid,
+        if worker.offload.is_some() { "on" } else { "off" }
     );
     let (stop2, totals2) = (stop.clone(), totals.clone());
     let handle = thread::Builder::new()
@@ -402,6 +489,10 @@ struct Worker {
     rx: RecvBatch,
     tx: SendBatch,
     buf: Vec<u8>,
+    /// The TUN's offloads, when the kernel granted them.
+    offload: Option<Offload>,
+    /// Packets the TUN refused to take (write errors).
+    tun_write_errors: u64,
     /// Set on SIGHUP: a client solicits its server at once ([`Client::solicit_now`]).
     solicit: Arc<AtomicBool>,
 }
@@ -474,8 +565,35 @@ impl Worker {
                         continue;
                     }
                     if let UdpVerdict::Deliver { range } = self.tunnel.handle_datagram(now, from, data) {
-                        let _ = self.tun.send(&data[range]);
+                        match self.offload.as_mut() {
+                            Some(o) => o.coalescer.push(&data[range], &mut |h, p| {
+                                write_frame(
+                                    &self.tun,
+                                    &mut o.cut,
+                                    &mut o.refused,
+                                    &mut self.tun_write_errors,
+                                    h,
+                                    p,
+                                )
+                            }),
+                            None => {
+                                if self.tun.send(&data[range]).is_err() {
+                                    self.tun_write_errors += 1;
+                                }
+                            }
+                        }
                     }
+                }
+            }
+            if let Some(o) = self.offload.as_mut() {
+                o.coalescer.flush(&mut |h, p| {
+                    write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
+                });
+                if o.refused > 0 && o.coalescer.flows() > 0 {
+                    warn!("the kernel refuses our TCP super-packets: writing packets one by one from now on");
+                    o.coalescer.stop_joining(&mut |h, p| {
+                        write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
+                    });
                 }
             }
             if n < BATCH {
@@ -489,6 +607,9 @@ impl Worker {
 
     /// IPv6 packets from the TUN: encapsulated and sent in one batch.
     fn receive_tun(&mut self) {
+        if self.offload.is_some() {
+            return self.receive_tun_offload();
+        }
         let now = self.now();
         for _ in 0..TUN_BURST {
             if self.tx.is_full() {
@@ -511,6 +632,60 @@ impl Worker {
         self.transmit(now);
     }
 
+    /// [`Worker::receive_tun`] on a TUN with offloads: an ordinary packet is read straight
+    /// into its send slot (its checksum completed in place if the kernel left it partial);
+    /// a super-packet is cut into ordinary packets, one slot each, which leave as UDP GSO
+    /// messages of up to 64 KiB when they go to one peer.
+    fn receive_tun_offload(&mut self) {
+        let now = self.now();
+        let Some(o) = self.offload.as_mut() else { return };
+        for _ in 0..TUN_BURST {
+            if self.tx.is_full() {
+                let _ = self.tx.flush(self.udp.as_fd());
+            }
+            let Some(slot) = self.tx.next_buf() else { break };
+            let n = match self.tun.recv_offload(&mut o.hdr, slot) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let hdr = VnetHeader::parse(&o.hdr).unwrap_or_default();
+            if hdr.gso_type == VnetHeader::GSO_NONE {
+                if offload::complete_checksum(&hdr, &mut slot[..n]).is_err() {
+                    o.errors += 1;
+                    continue;
+                }
+                if let TunVerdict::Send { dst } = self.tunnel.handle_tun_packet(now, &slot[..n]) {
+                    self.tx.commit(n, dst);
+                }
+                continue;
+            }
+            o.scratch[..n].copy_from_slice(&slot[..n]);
+            let mut segments = match Segments::new(&hdr, &o.scratch[..n]) {
+                Ok(s) => s,
+                Err(_) => {
+                    o.errors += 1;
+                    continue;
+                }
+            };
+            o.super_packets += 1;
+            o.segments += segments.count() as u64;
+            loop {
+                if self.tx.is_full() {
+                    let _ = self.tx.flush(self.udp.as_fd());
+                }
+                let Some(slot) = self.tx.next_buf() else { break };
+                let Some(len) = segments.next_into(slot) else { break };
+                if let TunVerdict::Send { dst } = self.tunnel.handle_tun_packet(now, &slot[..len]) {
+                    self.tx.commit(len, dst);
+                }
+            }
+        }
+        if !self.tx.is_empty() {
+            let _ = self.tx.flush(self.udp.as_fd());
+        }
+        self.transmit(now);
+    }
+
     /// Everything the state machines want to send.
     fn transmit(&mut self, now: Instant) {
         while let Some(t) = self.client.as_mut().and_then(|c| c.poll_transmit(now, &mut self.buf)) {
@@ -522,7 +697,9 @@ impl Worker {
                     let _ = self.udp.send_to(&self.buf[..t.len], &to.into());
                 }
                 Destination::Tun => {
-                    let _ = self.tun.send(&self.buf[..t.len]);
+                    if self.tun.send(&self.buf[..t.len]).is_err() {
+                        self.tun_write_errors += 1;
+                    }
                 }
             }
         }
@@ -623,15 +800,35 @@ impl Worker {
     fn summary(&self) -> String {
         let s = self.tunnel.stats();
         let q = self.client.as_ref().map(|c| format!("qualification: {:?}; ", c.stats())).unwrap_or_default();
+        let offload = match &self.offload {
+            Some(o) => {
+                let c = o.coalescer.stats();
+                format!(
+                    "; TUN offloads: {} super-packets read cut into {} packets, {} written joining {} \
+                     packets, {} unusable, {} refused by the kernel, {} not joined for their checksum",
+                    o.super_packets,
+                    o.segments,
+                    c.super_packets,
+                    c.packets_coalesced,
+                    o.errors,
+                    o.refused,
+                    c.bad_checksums
+                )
+            }
+            None => String::new(),
+        };
         q + &format!(
-            "{} sent, {} delivered, {} bubbles sent, {} echo tests, {} unreachables, {} dropped, {} peers",
+            "{} sent, {} delivered, {} bubbles sent, {} echo tests, {} unreachables, {} dropped, {} peers, \
+             {} refused by the socket, {} refused by the TUN{offload}",
             s.sent,
             s.delivered,
             s.bubbles_sent,
             s.echo_tests_sent,
             s.unreachables_sent,
             s.drops.total(),
-            self.tunnel.peers().len()
+            self.tunnel.peers().len(),
+            self.tx.dropped(),
+            self.tun_write_errors
         )
     }
 

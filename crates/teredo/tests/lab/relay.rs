@@ -8,7 +8,10 @@
 //!    is the sender's real one: nothing reaches the IPv6 host; once the host has sent to
 //!    that peer, the very same datagram is accepted and delivered (the control);
 //! 4. a packet for a non-Teredo destination routed into the relay's TUN is answered with
-//!    an ICMPv6 destination unreachable, code 3 (§5.4.1), that reaches the sender.
+//!    an ICMPv6 destination unreachable, code 3 (§5.4.1), that reaches the sender;
+//! 5. 8 MiB of TCP each way between a client (`teredo`, then Miredo's) and the host arrive
+//!    byte for byte, while the relay cuts the host's TCP super-packets read from its TUN
+//!    and joins the client's segments before writing them (the TUN offloads).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -229,5 +232,129 @@ fn relay_answers_non_teredo_destination_with_unreachable() {
         println!("unreachables captured at the host: {errors:?}");
         ensure!(!errors.is_empty(), "no ICMPv6 code 3 unreachable reached the host ({filter})");
         Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. TCP streams through the TUN offloads arrive intact
+// ---------------------------------------------------------------------------------------
+
+/// The bytes each way: enough for hundreds of 64 KiB super-packets.
+const STREAM_BYTES: usize = 8 << 20;
+/// The TCP port on the v6 host.
+const STREAM_PORT: u16 = 5_001;
+
+/// `len` reproducible pseudo-random bytes (xorshift64 from `seed`), so that a lost,
+/// repeated or reordered piece shows.
+fn stream_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The numbers of the `TUN offloads: N super-packets read cut into N packets, N written
+/// joining N packets, N unusable` part of a daemon's summary at exit.
+fn offload_counts(log: &str) -> Option<[u64; 5]> {
+    let line = log.lines().rfind(|l| l.contains("TUN offloads: "))?;
+    let part = line.split("TUN offloads: ").nth(1)?;
+    let numbers: Vec<u64> =
+        part.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    numbers.get(..5)?.try_into().ok()
+}
+
+/// A client (`command`) behind a port-restricted NAT sends 8 MiB over TCP to the v6 host
+/// through the `teredo` relay, and the host sends 8 MiB back: both arrive byte for byte.
+/// The relay's counters show that it read super-packets from its TUN and cut them (host to
+/// client), and joined segments before writing them (client to host). With a `teredo`
+/// client, the client's counters show the same on its side.
+fn tcp_stream_through_relay(lab: &mut Lab, command: &[&str], client_offloads: bool) -> TestResult {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    let server = lab.server()?;
+    let relay = lab.relay()?;
+    let host = lab.v6host()?;
+    let client = lab.client_behind(NatKind::PortRestricted)?;
+    let _server_d = start_teredo_server(&server, &[])?;
+    let mut relay_d = start_teredo_relay(&relay)?;
+    let mut client_d = miredo::start_client_with(&client, &server, IFACE, command)?;
+    let (addr, _) = client.wait_teredo_address(IFACE, WAIT)?;
+    client.wait_ping6(host.ipv6, WAIT)?;
+
+    let up = stream_bytes(0x7e7ed0, STREAM_BYTES);
+    let down = stream_bytes(0xd0e7e7, STREAM_BYTES);
+    let listener = host.node.enter(|| TcpListener::bind(SocketAddr::from((host.ipv6, STREAM_PORT))))??;
+    let host_side = std::thread::scope(|s| -> TestResult<(Vec<u8>, Vec<u8>)> {
+        let far = s.spawn(|| -> std::io::Result<Vec<u8>> {
+            let (mut c, _) = listener.accept()?;
+            c.set_read_timeout(Some(WAIT))?;
+            let mut got = Vec::with_capacity(STREAM_BYTES);
+            c.read_to_end(&mut got)?;
+            c.write_all(&down)?;
+            c.shutdown(Shutdown::Write)?;
+            Ok(got)
+        });
+        let mut c = client.enter(|| TcpStream::connect(SocketAddr::from((host.ipv6, STREAM_PORT))))??;
+        c.set_read_timeout(Some(WAIT))?;
+        c.write_all(&up)?;
+        c.shutdown(Shutdown::Write)?;
+        let mut back = Vec::with_capacity(STREAM_BYTES);
+        c.read_to_end(&mut back)?;
+        let got = far.join().map_err(|_| "the host's side panicked")??;
+        Ok((got, back))
+    })?;
+    let (got, back) = host_side;
+    let first_difference = |a: &[u8], b: &[u8]| a.iter().zip(b).position(|(x, y)| x != y);
+    ensure!(
+        got == up,
+        "client {addr} -> host: {} of {} bytes, first difference at {:?}",
+        got.len(),
+        up.len(),
+        first_difference(&got, &up)
+    );
+    ensure!(
+        back == down,
+        "host -> client {addr}: {} of {} bytes, first difference at {:?}",
+        back.len(),
+        down.len(),
+        first_difference(&back, &down)
+    );
+
+    let (line, ..) = stop_and_count(&mut relay_d)?;
+    println!("relay's summary: {line}");
+    let [cut, segments, joined, coalesced, unusable] = offload_counts(&relay_d.log())
+        .ok_or_else(|| format!("no offload counters in the relay's summary: {line}"))?;
+    ensure!(cut > 0 && segments > cut, "the relay cut no super-packet from the host's stream: {line}");
+    ensure!(joined > 0 && coalesced > joined, "the relay joined no segment of the client's stream: {line}");
+    ensure!(unusable == 0, "the relay found {unusable} unusable TUN packets: {line}");
+    if client_offloads {
+        client_d.stop()?;
+        let log = client_d.log();
+        let line = log.lines().rfind(|l| l.contains("TUN offloads: ")).unwrap_or("(no summary)").to_owned();
+        println!("client's summary: {line}");
+        let [cut, _, joined, _, unusable] = offload_counts(&log)
+            .ok_or_else(|| format!("no offload counters in the client's summary: {line}"))?;
+        ensure!(cut > 0 && joined > 0 && unusable == 0, "the client's offloads did not work: {line}");
+    }
+    Ok(())
+}
+
+#[test]
+fn tcp_stream_through_relay_with_teredo_client_is_intact() {
+    teredo_lab::run("rly-tcp-teredo", &[], |lab: &mut Lab| {
+        tcp_stream_through_relay(lab, &[TEREDO, "run"], true)
+    });
+}
+
+#[test]
+fn tcp_stream_through_relay_with_miredo_client_is_intact() {
+    teredo_lab::run("rly-tcp-miredo", MIREDO_NEEDS, |lab: &mut Lab| {
+        tcp_stream_through_relay(lab, &[miredo::MIREDO], false)
     });
 }
