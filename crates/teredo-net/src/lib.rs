@@ -8,6 +8,8 @@
 //!   past the kernel's UDP output path (a server's opt-in fast path);
 //! - [`privileges`]: dropping root after set-up: user, groups, capabilities, chroot;
 //! - [`poll`]: waiting on several sockets at once;
+//! - [`steer`]: per-peer steering of UDP datagrams (reuseport cBPF) and TUN packets (eBPF)
+//!   to the worker that owns the peer (Linux);
 //! - [`tun`]: the TUN device (Linux `/dev/net/tun`, multi-queue; BSD and macOS via tun-rs);
 //! - [`ifconfig`]: link state, MTU, IPv6 addresses and routes without external programs
 //!   (Linux: [`netlink`]);
@@ -34,6 +36,8 @@ pub mod packet_tx;
 pub mod poll;
 #[cfg(target_os = "linux")]
 pub mod privileges;
+#[cfg(target_os = "linux")]
+pub mod steer;
 pub mod tun;
 pub mod udp;
 

@@ -1,13 +1,14 @@
 //! Root tests of the platform layer on Linux, each in a network namespace of its own that
 //! is connected to nothing: the TUN device, the Miredo-compatible interface `up`/`down`
 //! over netlink (checked with `ip -j`), the privileged helper end to end (validation,
-//! capabilities, final `down` on end of file) and the client-hook variant (exact Miredo
-//! environment). Without root they print SKIP, or fail under CI=true.
+//! capabilities, final `down` on end of file), the client-hook variant (exact Miredo
+//! environment) and per-peer steering (reuseport cBPF and TUN eBPF programs of
+//! `teredo_net::steer`). Without root they print SKIP, or fail under CI=true.
 
 mod common;
 
 use std::net::Ipv6Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use common::{addresses, in_new_netns, is_up, link, proc_status, routes};
@@ -534,6 +535,188 @@ fn coalesced_and_segmented_packets_survive_the_kernel() {
                 ensure!(g == e, "{}: packet {i} differs from the original", out.name());
             }
         }
+        Ok(())
+    });
+}
+
+/// A pseudo-random sequence for the steering tests (no dependency, same every run).
+fn lcg(state: &mut u32) -> u32 {
+    *state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+    *state
+}
+
+/// One reuseport group of `n` sockets on 127.0.0.1:`port` steered by `steer_udp`: each of 40
+/// clients on 127.0.0.1..9 sends one datagram, which must reach socket `shard(src, n)`.
+fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+    use teredo_net::steer::{shard, steer_udp};
+    let at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let group: Vec<UdpSocket> = (0..n)
+        .map(|_| teredo_net::udp::bind_udp(at, true).map(UdpSocket::from))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bind {at}: {e}"))?;
+    steer_udp(&group[0], n).map_err(|e| e.to_string())?;
+    for s in &group {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    const CLIENTS: usize = 40;
+    let mut sent = std::collections::HashMap::new();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let c =
+            UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 1 + (i % 9) as u8), 0)).map_err(|e| e.to_string())?;
+        let SocketAddr::V4(from) = c.local_addr().map_err(|e| e.to_string())? else {
+            return Err("not IPv4".into());
+        };
+        if i % 4 == 3 {
+            // An IPv4 header with options (three NOPs and an end of list: IHL 6), so that the
+            // program must read the header length rather than assume 20 bytes.
+            let opts = [1u8, 1, 1, 0];
+            // SAFETY: a valid socket and a 4-byte option buffer.
+            let r = unsafe {
+                libc::setsockopt(
+                    c.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_OPTIONS,
+                    opts.as_ptr().cast(),
+                    opts.len() as libc::socklen_t,
+                )
+            };
+            ensure!(r == 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+        }
+        c.send_to(format!("client {i}").as_bytes(), at).map_err(|e| e.to_string())?;
+        sent.insert(from, shard(*from.ip(), from.port(), n));
+        clients.push(c);
+    }
+    let mut got = std::collections::HashMap::new();
+    let mut per_socket = vec![0usize; n as usize];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 64];
+    while got.len() < CLIENTS && Instant::now() < deadline {
+        let fds: Vec<_> = group.iter().map(|s| s.as_fd()).collect();
+        let ready =
+            teredo_net::poll::readable(&fds, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        for (k, s) in group.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            while let Ok((_, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
+                ensure!(got.insert(from, k as u32).is_none(), "n={n}: two datagrams from {from}");
+                per_socket[k] += 1;
+            }
+        }
+    }
+    ensure!(got.len() == CLIENTS, "n={n}: {} of {CLIENTS} datagrams received", got.len());
+    for (from, k) in &got {
+        let want = sent.get(from).ok_or_else(|| format!("n={n}: a datagram from unknown {from}"))?;
+        ensure!(k == want, "n={n}: datagram from {from} reached socket {k}, shard says {want}");
+    }
+    ensure!(per_socket.iter().all(|&c| c > 0), "n={n}: some socket received nothing: {per_socket:?}");
+    Ok(())
+}
+
+#[test]
+fn reuseport_steering_sends_each_source_to_its_shard() {
+    in_new_netns("reuseport_steering_sends_each_source_to_its_shard", || {
+        ip(&["link", "set", "lo", "up"])?;
+        check_udp_steering(3544, 2)?;
+        check_udp_steering(3545, 3)?;
+        Ok(())
+    });
+}
+
+/// A multi-queue TUN `name` of `n` queues steered by `steer_tun`: UDP datagrams sent to 40
+/// Teredo addresses must come out of queue `shard(ip, port, n)` of their client, and
+/// packets to other destinations (a 2002::/16 one, the kernel's own multicast) out of
+/// queue 0.
+fn check_tun_steering(name: &str, local: &str, n: u32) -> Result<(), String> {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use teredo_net::steer::{shard, steer_tun};
+    let first = Tun::create(&TunOptions { name: Some(name.into()), multi_queue: true, ..Default::default() })
+        .map_err(|e| e.to_string())?;
+    let mut queues = vec![first];
+    for _ in 1..n {
+        queues.push(queues[0].clone_queue().map_err(|e| e.to_string())?);
+    }
+    steer_tun(&queues[0], n, 0x2001_0000).map_err(|e| e.to_string())?;
+    for q in &queues {
+        q.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    ip(&["link", "set", "dev", name, "up"])?;
+    ip(&["-6", "addr", "add", local, "dev", name, "nodad"])?;
+    ip(&["-6", "route", "add", "2001::/32", "dev", name])?;
+    ip(&["-6", "route", "add", "2002::/16", "dev", name])?;
+
+    let mut expected = std::collections::HashMap::new();
+    let mut state = n;
+    for _ in 0..40 {
+        let (client, port) = (Ipv4Addr::from(lcg(&mut state)), (lcg(&mut state) >> 16) as u16);
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&[0x20, 0x01, 0, 0, 0xc0, 0, 0x02, 0x01]);
+        a[10..12].copy_from_slice(&(port ^ 0xffff).to_be_bytes());
+        a[12..].copy_from_slice(&(!u32::from(client)).to_be_bytes());
+        expected.insert(Ipv6Addr::from(a), shard(client, port, n));
+    }
+    let other = addr("2002:c000:201::1");
+    expected.insert(other, 0);
+
+    let sock = UdpSocket::bind("[::]:0").map_err(|e| e.to_string())?;
+    for dst in expected.keys() {
+        // The address may still be tentative for a moment, even with nodad: retry.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Err(e) = sock.send_to(b"steer", (*dst, 9)) {
+            ensure!(Instant::now() < deadline, "send to {dst}: {e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    let mut got = std::collections::HashMap::new();
+    let mut per_queue = vec![0usize; n as usize];
+    let mut others = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    while got.len() < expected.len() && Instant::now() < deadline {
+        let fds: Vec<_> = queues.iter().map(|q| q.as_fd()).collect();
+        let ready =
+            teredo_net::poll::readable(&fds, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        for (k, q) in queues.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            while let Ok(len) = q.recv(&mut buf) {
+                let p = &buf[..len];
+                ensure!(len >= 40 && p[0] >> 4 == 6, "{name}: not an IPv6 packet from queue {k}");
+                let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap());
+                if p[6] == 17 && expected.contains_key(&dst) {
+                    ensure!(got.insert(dst, k as u32).is_none(), "{name}: two packets to {dst}");
+                    per_queue[k] += 1;
+                } else {
+                    // The kernel's own packets (MLD, router solicitations): not Teredo.
+                    ensure!(dst.segments()[..2] != [0x2001, 0], "{name}: unexpected packet to {dst}");
+                    ensure!(k == 0, "{name}: a packet to {dst} came out of queue {k}, not 0");
+                    others += 1;
+                }
+            }
+        }
+    }
+    ensure!(got.len() == expected.len(), "{name}: {} of {} packets read", got.len(), expected.len());
+    for (dst, k) in &got {
+        ensure!(
+            *k == expected[dst],
+            "{name}: packet to {dst} came out of queue {k}, shard says {}",
+            expected[dst]
+        );
+    }
+    ensure!(per_queue.iter().all(|&c| c > 0), "{name}: some queue carried nothing: {per_queue:?}");
+    eprintln!("{name}: {per_queue:?} steered packets per queue, {others} others on queue 0");
+    Ok(())
+}
+
+#[test]
+fn tun_steering_sends_each_teredo_destination_to_its_queue() {
+    in_new_netns("tun_steering_sends_each_teredo_destination_to_its_queue", || {
+        check_tun_steering("steer2", "fd00::1/64", 2)?;
+        check_tun_steering("steer3", "fd01::1/64", 3)?;
         Ok(())
     });
 }

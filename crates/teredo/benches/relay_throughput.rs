@@ -12,6 +12,8 @@
 //! - (b) `teredo run` client + `teredo run` relay, the same configs;
 //! - (n) the same with `--no-offload` on both (no TUN offloads: what (b) was before them);
 //!   only when asked for with `TEREDO_BENCH_ONLY`, e.g. `b,n`;
+//! - (1) the same with `--workers 1` on the relay (one worker instead of one per CPU); only
+//!   when asked for, e.g. `b,1`;
 //! - (c) native IPv4 between the relay's namespace (iperf3 server on 203.0.113.1) and the
 //!   client's namespace, through the router and the NAT: every namespace and veth of the
 //!   Teredo path but the v6 host's link, with no tunnel. (The v6 host has no IPv4.)
@@ -74,7 +76,7 @@ fn run() -> Result<(), String> {
         std::env::var("TEREDO_BENCH_TEREDO").unwrap_or_else(|_| env!("CARGO_BIN_EXE_teredo").to_owned());
     let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
     let listed = |p: &str| only.split(',').any(|w| w.trim() == p);
-    let wanted = |p: &str| (only.is_empty() && p != "n") || listed(p);
+    let wanted = |p: &str| (only.is_empty() && !matches!(p, "n" | "1")) || listed(p);
     common::catch_signals();
     teredo_lab::bench::raise_priority("relay_throughput");
 
@@ -93,6 +95,7 @@ fn run() -> Result<(), String> {
         ("a", "(a) miredo", Impl::Miredo),
         ("b", "(b) teredo", Impl::Teredo),
         ("n", "(n) no-offload", Impl::TeredoNoOffload),
+        ("1", "(1) one worker", Impl::TeredoOneWorker),
     ] {
         if !wanted(p) {
             continue;
@@ -101,7 +104,7 @@ fn run() -> Result<(), String> {
         let (relay_d, client_d, addr) = path.start(which, &teredo)?;
         let program = match which {
             Impl::Miredo => "miredo",
-            Impl::Teredo | Impl::TeredoNoOffload => "teredo",
+            Impl::Teredo | Impl::TeredoNoOffload | Impl::TeredoOneWorker => "teredo",
         };
         let relay_pids = pids_named(&path.relay, program);
         println!("{label}: client {addr}, relay pids {relay_pids:?}");
@@ -165,7 +168,7 @@ fn print_table(rows: &[(&str, Row)]) {
         print!(" {label:>14}");
     }
     let get = |l: &str| rows.iter().find(|(x, _)| x.starts_with(l)).map(|(_, r)| r);
-    let (a, b, c, n) = (get("(a)"), get("(b)"), get("(c)"), get("(n)"));
+    let (a, b, c, n, one) = (get("(a)"), get("(b)"), get("(c)"), get("(n)"), get("(1)"));
     if a.is_some() && b.is_some() {
         print!(" {:>7}", "b/a");
     }
@@ -174,6 +177,9 @@ fn print_table(rows: &[(&str, Row)]) {
     }
     if n.is_some() && b.is_some() {
         print!(" {:>7}", "b/n");
+    }
+    if one.is_some() && b.is_some() {
+        print!(" {:>7}", "b/1");
     }
     println!();
     for (i, (name, test, _)) in TESTS.iter().enumerate() {
@@ -204,6 +210,7 @@ fn print_table(rows: &[(&str, Row)]) {
         print!("{}", ratio(b, a));
         print!("{}", ratio(b, c));
         print!("{}", ratio(b, n));
+        print!("{}", ratio(b, one));
         println!();
     }
     println!("(relay CPU in cores is printed per run above; (c) has no relay process)");

@@ -52,6 +52,8 @@ pub(crate) enum Impl {
     Teredo,
     /// `teredo run --no-offload` (TUN packets one by one, as before the offloads).
     TeredoNoOffload,
+    /// `teredo run --workers 1` (the relay with one worker instead of one per CPU).
+    TeredoOneWorker,
 }
 
 /// The lab path: server (`teredo server`), relay, v6 host, client behind a port-restricted
@@ -86,9 +88,12 @@ impl Path6 {
                 miredo::start_relay(&self.relay, IFACE).map_err(e)?,
                 miredo::start_client(&self.client, &self.server, IFACE).map_err(e)?,
             ),
-            Impl::Teredo | Impl::TeredoNoOffload => {
-                let command: &[&str] =
-                    if which == Impl::Teredo { &[teredo, "run"] } else { &[teredo, "run", "--no-offload"] };
+            Impl::Teredo | Impl::TeredoNoOffload | Impl::TeredoOneWorker => {
+                let command: &[&str] = match which {
+                    Impl::TeredoNoOffload => &[teredo, "run", "--no-offload"],
+                    Impl::TeredoOneWorker => &[teredo, "run", "--workers", "1"],
+                    _ => &[teredo, "run"],
+                };
                 (
                     miredo::start_relay_with(&self.relay, IFACE, command).map_err(e)?,
                     miredo::start_client_with(&self.client, &self.server, IFACE, command).map_err(e)?,

@@ -15,9 +15,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// segmentation offload): packets then cross the TUN one by one.
     #[arg(long)]
     pub no_offload: bool,
+    /// Worker threads of a relay (default: one per CPU), each with its own TUN queue, UDP
+    /// socket and share of the peers; a client always runs one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
 }
 
 /// The client's qualification timers, shortened for the lab tests only: with Miredo's
@@ -191,10 +195,13 @@ enum Mode {
     Relay { config: RelayConfig },
 }
 
+/// What start-up produced: one TUN queue and one UDP socket per worker (one of each for a
+/// client; for a relay of several workers, a multi-queue TUN and a SO_REUSEPORT group
+/// whose traffic is steered so that each peer's packets, both ways, meet its worker).
 struct Prepared {
     cfg: ClientRelayConfig,
-    tun: Tun,
-    udp: Socket,
+    tuns: Vec<Tun>,
+    udps: Vec<Socket>,
     key: TokenKey,
     mode: Mode,
 }
@@ -279,22 +286,52 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         }
         None => Ipv4Addr::UNSPECIFIED,
     };
-    let udp = bind_udp(SocketAddrV4::new(bind_ip, cfg.bind_port), false).map_err(|e| {
-        let at = super::locate(&path, if cfg.bind_port != 0 { "BindPort" } else { "BindAddress" });
-        StartError::new(format!("{at}: UDP socket {bind_ip}:{}", cfg.bind_port), e)
-    })?;
-    udp.set_nonblocking(true).map_err(|e| StartError::new("UDP socket", e))?;
-    // Best effort: without GRO the datagrams simply come one by one.
-    let _ = teredo_net::udp::enable_gro(&udp);
+    let is_relay = cfg.relay_type != RelayType::Client;
+    let wanted = if is_relay {
+        args.workers
+            .map(usize::from)
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+    } else {
+        1
+    };
+    let workers = if cfg!(target_os = "linux") { wanted } else { 1 };
     let options = TunOptions {
         name: cfg.interface_name.clone(),
-        multi_queue: false,
+        multi_queue: workers > 1,
         offload: cfg!(target_os = "linux") && !args.no_offload,
     };
-    let tun = Tun::create(&options).map_err(|e| {
+    let mut tuns = vec![Tun::create(&options).map_err(|e| {
         StartError::new(format!("{}: TUN interface", super::locate(&path, "InterfaceName")), e)
-    })?;
-    tun.set_nonblocking(true).map_err(|e| StartError::new("TUN interface", e))?;
+    })?];
+    let mut udps = Vec::with_capacity(workers);
+    let mut port = cfg.bind_port;
+    for _ in 0..workers {
+        let udp = bind_udp(SocketAddrV4::new(bind_ip, port), workers > 1).map_err(|e| {
+            let at = super::locate(&path, if cfg.bind_port != 0 { "BindPort" } else { "BindAddress" });
+            StartError::new(format!("{at}: UDP socket {bind_ip}:{port}"), e)
+        })?;
+        // The other workers' sockets join the group on the port the first one got.
+        port = local_v4(&udp).map_err(|e| StartError::new("UDP socket", e))?.port();
+        udps.push(udp);
+    }
+    for _ in 1..workers {
+        tuns.push(tuns[0].clone_queue().map_err(|e| StartError::new("TUN queue", e))?);
+    }
+    if workers > 1
+        && let Err(e) = steer(&tuns[0], &udps[0], workers, cfg.prefix.0)
+    {
+        warn!("cannot steer each peer to one worker ({e}): running one worker");
+        tuns.truncate(1);
+        udps.truncate(1);
+    }
+    for udp in &udps {
+        udp.set_nonblocking(true).map_err(|e| StartError::new("UDP socket", e))?;
+        // Best effort: without GRO the datagrams simply come one by one.
+        let _ = teredo_net::udp::enable_gro(udp);
+    }
+    for tun in &tuns {
+        tun.set_nonblocking(true).map_err(|e| StartError::new("TUN interface", e))?;
+    }
 
     let mode = match cfg.relay_type {
         RelayType::Client => {
@@ -304,7 +341,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
             Mode::Client { helper, server, server2: cfg.server_address2.clone() }
         }
         RelayType::Cone | RelayType::Restricted => {
-            configure_relay_interface(&tun, &cfg)?;
+            configure_relay_interface(&tuns[0], &cfg)?;
             Mode::Relay {
                 config: RelayConfig {
                     prefix: cfg.prefix.0,
@@ -318,7 +355,21 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
             }
         }
     };
-    Ok(Prepared { cfg, tun, udp, key, mode })
+    Ok(Prepared { cfg, tuns, udps, key, mode })
+}
+
+/// Attaches the programs that send each peer's datagrams to the socket, and the packets
+/// for it to the TUN queue, of the same worker (`teredo_net::steer`); as root.
+#[cfg(target_os = "linux")]
+fn steer(tun: &Tun, udp: &Socket, workers: usize, prefix: u32) -> std::io::Result<()> {
+    let n = workers as u32;
+    teredo_net::steer::steer_udp(udp, n)?;
+    teredo_net::steer::steer_tun(tun, n, prefix)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn steer(_: &Tun, _: &Socket, _: usize, _: u32) -> std::io::Result<()> {
+    Err(std::io::Error::other("one worker only on this platform"))
 }
 
 /// A relay's interface is set up once, as root (miredo-facts §5.1): MTU, up, the
@@ -363,7 +414,7 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
                 // stderr open once the parent has exited.
                 detach::null_stdio().map_err(|e| StartError::new("/dev/null", e))?;
             }
-            Some(helper::spawn(&p.tun, helper).map_err(|e| StartError::new("privileged helper", e))?)
+            Some(helper::spawn(&p.tuns[0], helper).map_err(|e| StartError::new("privileged helper", e))?)
         }
         Mode::Relay { .. } => None,
     };
@@ -371,14 +422,19 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     privileges::drop_privileges(&user, args.daemon.chroot.as_deref())
         .map_err(|e| StartError(e.to_string()))?;
 
-    let local = local_v4(&p.udp).map_err(|e| StartError::new("UDP socket", e))?;
+    let local = local_v4(&p.udps[0]).map_err(|e| StartError::new("UDP socket", e))?;
     let start = std::time::Instant::now();
     let now = Instant::ZERO;
+    let workers = p.udps.len();
+    // Each worker has its own table, for its share of the peers.
     let limits = Limits {
-        peers: teredo_proto::peers::PeerLimits { max_peers: p.cfg.max_peers as usize, ..Default::default() },
+        peers: teredo_proto::peers::PeerLimits {
+            max_peers: (p.cfg.max_peers as usize).div_ceil(workers),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let (role, client, helper, server_hosts) = match p.mode {
+    let (role, mut client, mut helper, mut server_hosts) = match p.mode {
         Mode::Client { server, server2, .. } => {
             let address = match &server {
                 Host::Ipv4(a) => client::ServerAddress::Ipv4(*a),
@@ -391,55 +447,73 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         }
         Mode::Relay { config } => (Role::Relay(config), None, None, None),
     };
-    let tunnel = Tunnel::new(role, p.key, limits, now).map_err(|e| StartError::new("peer table", e))?;
     let stop = Arc::new(AtomicBool::new(false));
     let solicit = Arc::new(AtomicBool::new(false));
-    let totals = Arc::new(Mutex::new(String::new()));
     let is_client = client.is_some();
     let what = if is_client { "client" } else { "relay" };
-    let mut worker = Worker {
-        start,
-        udp: p.udp,
-        offload: None,
-        tun_write_errors: 0,
-        tun: p.tun,
-        client,
-        tunnel,
-        helper,
-        server_hosts,
-        resolver: None,
-        server: None,
-        // Buffers of 64 KiB: with UDP GRO one holds a whole burst of one peer.
-        rx: RecvBatch::new(BATCH, SLOT_SIZE),
-        tx: {
-            // Runs of full-size packets to one peer (a TCP stream) leave as one UDP GSO
-            // message each: one trip through the stack instead of one per packet.
-            let mut tx = SendBatch::new(BATCH, SLOT_SIZE);
-            tx.set_segmentation(true);
-            tx
-        },
-        buf: vec![0u8; OUTPUT_SIZE],
-        solicit: solicit.clone(),
-    };
-    worker.offload = worker.tun.offloads().then(Offload::new);
-    info!(
-        "Teredo {what} on {} (UDP {local}), running as {} (uid {}), TUN offloads {}",
-        worker.tun.name(),
-        user.name,
-        user.uid,
-        if worker.offload.is_some() { "on" } else { "off" }
-    );
-    let (stop2, totals2) = (stop.clone(), totals.clone());
-    let handle = thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || {
-            worker.run(&stop2);
-            if let Ok(mut t) = totals2.lock() {
-                *t = worker.summary();
-            }
-            worker.finish();
-        })
-        .map_err(|e| StartError::new("starting the worker", e))?;
+    let mut handles = Vec::with_capacity(workers);
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut offloads = false;
+    for (i, (udp, tun)) in p.udps.into_iter().zip(p.tuns).enumerate() {
+        let tunnel =
+            Tunnel::new(role, p.key.clone(), limits, now).map_err(|e| StartError::new("peer table", e))?;
+        let mut worker = Worker {
+            start,
+            udp,
+            offload: None,
+            tun_write_errors: 0,
+            tun,
+            client: client.take(),
+            tunnel,
+            helper: helper.take(),
+            server_hosts: server_hosts.take(),
+            resolver: None,
+            server: None,
+            // Buffers of 64 KiB: with UDP GRO one holds a whole burst of one peer.
+            rx: RecvBatch::new(BATCH, SLOT_SIZE),
+            tx: {
+                // Runs of full-size packets to one peer (a TCP stream) leave as one UDP GSO
+                // message each: one trip through the stack instead of one per packet.
+                let mut tx = SendBatch::new(BATCH, SLOT_SIZE);
+                tx.set_segmentation(true);
+                tx
+            },
+            buf: vec![0u8; OUTPUT_SIZE],
+            solicit: solicit.clone(),
+        };
+        worker.offload = worker.tun.offloads().then(Offload::new);
+        offloads = worker.offload.is_some();
+        if i == 0 {
+            info!(
+                "Teredo {what} on {} (UDP {local}), running as {} (uid {}), TUN offloads {}, {workers} \
+                 worker{}",
+                worker.tun.name(),
+                user.name,
+                user.uid,
+                if offloads { "on" } else { "off" },
+                if workers == 1 { "" } else { "s" }
+            );
+        }
+        let (stop2, failed2) = (stop.clone(), failed.clone());
+        let handle = thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                // A worker that panics (a bug) must not leave a daemon that silently stops
+                // forwarding: the whole daemon stops, with an error, for its supervisor to
+                // restart it.
+                let run = std::panic::AssertUnwindSafe(|| worker.run(&stop2));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("worker {i} failed: stopping");
+                    failed2.store(true, Ordering::Relaxed);
+                    // SAFETY: sending a signal to our own process.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                }
+                worker.finish();
+                worker.totals()
+            })
+            .map_err(|e| StartError::new("starting a worker", e))?;
+        handles.push(handle);
+    }
     if let Some(d) = detached.as_mut() {
         d.ready();
     }
@@ -465,11 +539,96 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = handle.join();
-    if let Ok(t) = totals.lock() {
-        info!("{t}");
+    let mut totals = Totals::default();
+    for handle in handles {
+        if let Ok(t) = handle.join() {
+            totals.add(&t);
+        }
+    }
+    info!("{}", totals.line(offloads));
+    if failed.load(Ordering::Relaxed) {
+        return Err(StartError("a worker failed".into()));
     }
     Ok(())
+}
+
+/// The counters of the workers, summed for the line logged at exit.
+#[derive(Debug, Default)]
+struct Totals {
+    qualification: Option<String>,
+    sent: u64,
+    delivered: u64,
+    bubbles: u64,
+    echo_tests: u64,
+    unreachables: u64,
+    dropped: u64,
+    peers: u64,
+    /// The peers of each worker, in worker order.
+    peers_per_worker: Vec<u64>,
+    socket_refused: u64,
+    tun_refused: u64,
+    /// Super-packets read, packets cut from them, super-packets written, packets joined in
+    /// them, unusable reads, super-packets refused, packets not joined for their checksum.
+    offload: [u64; 7],
+}
+
+impl Totals {
+    fn add(&mut self, o: &Self) {
+        if self.qualification.is_none() {
+            self.qualification.clone_from(&o.qualification);
+        }
+        for (a, b) in [
+            (&mut self.sent, o.sent),
+            (&mut self.delivered, o.delivered),
+            (&mut self.bubbles, o.bubbles),
+            (&mut self.echo_tests, o.echo_tests),
+            (&mut self.unreachables, o.unreachables),
+            (&mut self.dropped, o.dropped),
+            (&mut self.peers, o.peers),
+            (&mut self.socket_refused, o.socket_refused),
+            (&mut self.tun_refused, o.tun_refused),
+        ] {
+            *a += b;
+        }
+        for (a, b) in self.offload.iter_mut().zip(o.offload) {
+            *a += b;
+        }
+        self.peers_per_worker.extend_from_slice(&o.peers_per_worker);
+    }
+
+    /// `[qualification: ...; ]N sent, N delivered, ..., N refused by the TUN[; TUN offloads: ...]`.
+    fn line(&self, offloads: bool) -> String {
+        let o = &self.offload;
+        let per_worker = if self.peers_per_worker.len() > 1 {
+            let v: Vec<String> = self.peers_per_worker.iter().map(u64::to_string).collect();
+            format!(" ({} by worker)", v.join("+"))
+        } else {
+            String::new()
+        };
+        let offload = if offloads {
+            format!(
+                "; TUN offloads: {} super-packets read cut into {} packets, {} written joining {} packets, \
+                 {} unusable, {} refused by the kernel, {} not joined for their checksum",
+                o[0], o[1], o[2], o[3], o[4], o[5], o[6]
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{}{} sent, {} delivered, {} bubbles sent, {} echo tests, {} unreachables, {} dropped, {} \
+             peers{per_worker}, {} refused by the socket, {} refused by the TUN{offload}",
+            self.qualification.as_deref().unwrap_or(""),
+            self.sent,
+            self.delivered,
+            self.bubbles,
+            self.echo_tests,
+            self.unreachables,
+            self.dropped,
+            self.peers,
+            self.socket_refused,
+            self.tun_refused
+        )
+    }
 }
 
 /// A host-name resolution running on its own thread (getaddrinfo blocks).
@@ -797,39 +956,36 @@ impl Worker {
         }
     }
 
-    fn summary(&self) -> String {
+    /// This worker's counters, to be added to the others'.
+    fn totals(&self) -> Totals {
         let s = self.tunnel.stats();
-        let q = self.client.as_ref().map(|c| format!("qualification: {:?}; ", c.stats())).unwrap_or_default();
-        let offload = match &self.offload {
-            Some(o) => {
-                let c = o.coalescer.stats();
-                format!(
-                    "; TUN offloads: {} super-packets read cut into {} packets, {} written joining {} \
-                     packets, {} unusable, {} refused by the kernel, {} not joined for their checksum",
-                    o.super_packets,
-                    o.segments,
-                    c.super_packets,
-                    c.packets_coalesced,
-                    o.errors,
-                    o.refused,
-                    c.bad_checksums
-                )
-            }
-            None => String::new(),
+        let mut t = Totals {
+            qualification: self.client.as_ref().map(|c| format!("qualification: {:?}; ", c.stats())),
+            sent: s.sent,
+            delivered: s.delivered,
+            bubbles: s.bubbles_sent,
+            echo_tests: s.echo_tests_sent,
+            unreachables: s.unreachables_sent,
+            dropped: s.drops.total(),
+            peers: self.tunnel.peers().len() as u64,
+            peers_per_worker: vec![self.tunnel.peers().len() as u64],
+            socket_refused: self.tx.dropped(),
+            tun_refused: self.tun_write_errors,
+            ..Totals::default()
         };
-        q + &format!(
-            "{} sent, {} delivered, {} bubbles sent, {} echo tests, {} unreachables, {} dropped, {} peers, \
-             {} refused by the socket, {} refused by the TUN{offload}",
-            s.sent,
-            s.delivered,
-            s.bubbles_sent,
-            s.echo_tests_sent,
-            s.unreachables_sent,
-            s.drops.total(),
-            self.tunnel.peers().len(),
-            self.tx.dropped(),
-            self.tun_write_errors
-        )
+        if let Some(o) = &self.offload {
+            let c = o.coalescer.stats();
+            t.offload = [
+                o.super_packets,
+                o.segments,
+                c.super_packets,
+                c.packets_coalesced,
+                o.errors,
+                o.refused,
+                c.bad_checksums,
+            ];
+        }
+        t
     }
 
     /// Takes the interface down through the helper (client), which then exits.

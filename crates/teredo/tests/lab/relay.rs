@@ -358,3 +358,62 @@ fn tcp_stream_through_relay_with_miredo_client_is_intact() {
         tcp_stream_through_relay(lab, &[miredo::MIREDO], false)
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. A relay of two workers: each peer is served by the worker it is steered to
+// ---------------------------------------------------------------------------------------
+
+/// Clients behind one NAT, each with its own mapping (port).
+const STEERED_CLIENTS: usize = 6;
+
+/// The `(A+B by worker)` part of the relay's summary.
+fn peers_by_worker(log: &str) -> Option<Vec<u64>> {
+    let line = log.lines().rfind(|l| l.contains(" by worker)"))?;
+    let part = line.split(" by worker)").next()?.rsplit('(').next()?;
+    part.split('+').map(|n| n.parse().ok()).collect()
+}
+
+/// `teredo run --workers 2` as the relay, six `teredo` clients behind one port-restricted
+/// NAT (six mappings): every client pings the v6 host and is pinged back through the relay.
+/// The UDP side (a SO_REUSEPORT group steered by a classic BPF program) and the TUN side (a
+/// multi-queue TUN steered by an eBPF program) must bring both directions of each peer to
+/// the same worker, or the pings of some clients would fail. And the relay's count of peers
+/// per worker is exactly what `teredo_net::steer::shard` predicts from the mappings.
+#[test]
+fn relay_with_two_workers_steers_each_peer_to_one_worker() {
+    teredo_lab::run("rly-workers", &[], |lab: &mut Lab| -> TestResult {
+        let server = lab.server()?;
+        let relay = lab.relay()?;
+        let host = lab.v6host()?;
+        let nat = lab.nat(NatKind::PortRestricted)?;
+        let clients = (0..STEERED_CLIENTS).map(|_| lab.client(&nat)).collect::<Result<Vec<_>, _>>()?;
+        let _server_d = start_teredo_server(&server, &[])?;
+        let mut relay_d = miredo::start_relay_with(&relay, IFACE, &[TEREDO, "run", "--workers", "2"])?;
+        relay_d.wait_log("Teredo relay on", WAIT)?;
+        ensure!(
+            relay_d.log().contains("2 workers"),
+            "the relay does not run two workers:\n{}",
+            relay_d.log()
+        );
+        let mut expected = [0u64; 2];
+        let mut daemons = Vec::new();
+        for c in &clients {
+            daemons.push(miredo::start_client_with(c, &server, IFACE, &[TEREDO, "run"])?);
+        }
+        for c in &clients {
+            let (addr, t) = c.wait_teredo_address(IFACE, WAIT)?;
+            let shard = teredo_net::steer::shard(t.mapped_addr, t.mapped_port, 2);
+            expected[shard as usize] += 1;
+            c.wait_ping6(host.ipv6, WAIT)?;
+            ensure!(c.ping6(host.ipv6, 2), "client {addr} (worker {shard}) -> v6 host failed");
+            ensure!(host.ping6(addr, 2), "v6 host -> client {addr} (worker {shard}) failed");
+        }
+        relay_d.stop()?;
+        let log = relay_d.log();
+        let got =
+            peers_by_worker(&log).ok_or_else(|| format!("no peers by worker in the relay's log:\n{log}"))?;
+        println!("peers by worker: expected {expected:?}, relay says {got:?}");
+        ensure!(got == expected, "peers by worker {got:?}, but the mappings steer {expected:?}");
+        Ok(())
+    });
+}

@@ -1,0 +1,376 @@
+//! Per-peer steering (Linux): both directions of one peer's traffic reach the same worker.
+//!
+//! A relay runs `n` workers, one per core. Worker `i` owns UDP socket `i` of a SO_REUSEPORT
+//! group (all bound to the same address and port, in order `0..n`), queue `i` of a
+//! multi-queue TUN device (created first, then cloned `n − 1` times, in order), and its own
+//! peer table. A relay's peer is a Teredo client, known by its mapped IPv4 address and UDP
+//! port. Those are the source address and port of every datagram it sends us, and they are
+//! also written, obfuscated, in its Teredo IPv6 address (RFC 4380 §4:
+//! `prefix(32) : server(32) : flags(16) : port(16) : client IPv4(32)`, bytes 10..12 being the
+//! port XOR 0xffff and bytes 12..16 the IPv4 address XOR 0xffffffff). So the kernel can pick
+//! the worker of a peer on both sides from the packet alone:
+//!
+//! - UDP side ([`steer_udp`]): a classic BPF program attached with
+//!   `SO_ATTACH_REUSEPORT_CBPF` returns the index of the socket that gets each datagram,
+//!   computed from its IPv4 source address and UDP source port;
+//! - TUN side ([`steer_tun`]): an eBPF socket-filter program attached with
+//!   `TUNSETSTEERINGEBPF` returns the queue of each IPv6 packet the kernel routes into the
+//!   device, computed from the Teredo destination address (queue 0 for a destination
+//!   outside the served prefix).
+//!
+//! Both programs compute exactly [`shard`], in 32-bit arithmetic: if they disagreed by one
+//! bit, a peer's inbound datagrams would land on one worker and its outbound packets on
+//! another, whose peer table does not know it.
+//!
+//! Both rely on the order the kernel keeps: socket `i` of a reuseport group is the `i`-th
+//! bound (as long as none is closed), and queue `i` of a TUN is the `i`-th attached (a queue
+//! that is closed or detached is replaced by the last one).
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The multiplier of the hash (2^32 divided by the golden ratio, made odd): Knuth's
+/// multiplicative hashing, whose high bits mix all the input bits.
+const GOLDEN: u32 = 0x9E37_79B1;
+
+/// The worker of the peer at `ip:port` among `n` (n >= 1).
+///
+/// The BPF programs of [`steer_udp`] and [`steer_tun`] compute exactly this.
+pub fn shard(ip: Ipv4Addr, port: u16, n: u32) -> u32 {
+    ((u32::from(ip) ^ u32::from(port)).wrapping_mul(GOLDEN) >> 16) % n
+}
+
+fn check_n(n: u32) -> io::Result<()> {
+    if n == 0 || n > u32::from(u16::MAX) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("steering among {n} workers")));
+    }
+    Ok(())
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; sparc numbers it differently). The
+/// `libc` crate does not export it for every Linux target.
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x35;
+
+/// One classic BPF instruction.
+const fn stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+}
+
+/// The classic BPF program of [`steer_udp`] for `n` sockets.
+///
+/// A reuseport program sees the datagram from its UDP payload on (the kernel pulled the UDP
+/// header), so the IPv4 source and the UDP source port are read relative to the network
+/// header (`SKF_NET_OFF`). The IPv4 header length comes from its IHL field (tested on Linux
+/// 6.18: `ldxb` with a negative offset works), so options do not break it.
+///
+/// ```text
+/// 0: ldxb 4*([SKF_NET_OFF+0] & 0xf)   X = IPv4 header length
+/// 1: ldh  [x + SKF_NET_OFF+0]         A = UDP source port
+/// 2: tax                              X = port
+/// 3: ld   [SKF_NET_OFF+12]            A = IPv4 source address
+/// 4: xor  x                           A = ip ^ port
+/// 5: mul  #0x9e3779b1
+/// 6: rsh  #16
+/// 7: mod  #n
+/// 8: ret  a
+/// ```
+fn udp_program(n: u32) -> [libc::sock_filter; 9] {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_K, BPF_LD, BPF_LDX, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL,
+        BPF_RET, BPF_RSH, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+    };
+    let net = libc::SKF_NET_OFF as u32;
+    [
+        stmt(BPF_LDX | BPF_B | BPF_MSH, net),
+        stmt(BPF_LD | BPF_H | BPF_IND, net),
+        stmt(BPF_MISC | BPF_TAX, 0),
+        stmt(BPF_LD | BPF_W | BPF_ABS, net.wrapping_add(12)),
+        stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+        stmt(BPF_ALU | BPF_MUL | BPF_K, GOLDEN),
+        stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
+        stmt(BPF_ALU | BPF_MOD | BPF_K, n),
+        stmt(BPF_RET | libc::BPF_A, 0),
+    ]
+}
+
+/// Attaches the cBPF program to `first` (socket 0 of a SO_REUSEPORT group of `n` sockets, bound in order).
+///
+/// Each datagram then goes to socket [`shard`]`(source address, source port, n)` of the
+/// group. The program belongs to the group: attach it once, with the `n` sockets bound
+/// (the kernel falls back to its own hash when the index is not, or no longer, a socket).
+/// Needs no privilege.
+pub fn steer_udp(first: &impl AsRawFd, n: u32) -> io::Result<()> {
+    check_n(n)?;
+    let mut program = udp_program(n);
+    let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
+    // SAFETY: a socket descriptor and a sock_fprog pointing at `program`, which outlives the
+    // call (the kernel copies the program).
+    let r = unsafe {
+        libc::setsockopt(
+            first.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(e.kind(), format!("setsockopt(SO_ATTACH_REUSEPORT_CBPF): {e}")))
+    }
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Insn {
+    code: u8,
+    /// dst_reg:4 and src_reg:4, in the bit-field order of the target.
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+impl Insn {
+    const fn new(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> Self {
+        #[cfg(target_endian = "little")]
+        let regs = (src << 4) | (dst & 0xf);
+        #[cfg(target_endian = "big")]
+        let regs = (dst << 4) | (src & 0xf);
+        Self { code: code as u8, regs, off, imm }
+    }
+}
+
+// eBPF opcodes (linux/bpf.h) beyond the classic ones `libc` has.
+const BPF_ALU64: u32 = 0x07;
+const BPF_JMP32: u32 = 0x06;
+const BPF_MOV: u32 = 0xb0;
+const BPF_JNE: u32 = 0x50;
+const BPF_EXIT: u32 = 0x90;
+/// `bpf(2)` command and program type.
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// The offset of the destination address in an IPv6 header.
+const IPV6_DST: i32 = 24;
+
+/// The eBPF program of [`steer_tun`] for `n` queues and the Teredo `prefix`.
+///
+/// The packet starts at its IPv6 header. Legacy `BPF_LD | BPF_ABS` loads (context in r6)
+/// return the big-endian field in host order and end the program with 0 when the packet is
+/// too short. The port and address fields are the obfuscated ones (RFC 4380 §4), so
+/// `port' ^ ip' = (port ^ ip) ^ 0xffff0000`. All arithmetic is 32-bit, as in [`shard`].
+///
+/// ```text
+///  0: r6 = r1                        context, for the ld_abs loads
+///  1: r0 = ntohl(*(u32 *)(skb + 24)) destination bits 0..32
+///  2: if w0 != prefix goto 12        not a Teredo destination
+///  3: r0 = ntohs(*(u16 *)(skb + 34)) obfuscated port
+///  4: r7 = r0
+///  5: r0 = ntohl(*(u32 *)(skb + 36)) obfuscated IPv4 address
+///  6: w0 ^= w7
+///  7: w0 ^= 0xffff0000               = ip ^ port
+///  8: w0 *= 0x9e3779b1
+///  9: w0 >>= 16
+/// 10: w0 %= n
+/// 11: exit
+/// 12: w0 = 0
+/// 13: exit
+/// ```
+fn tun_program(n: u32, prefix: u32) -> [Insn; 14] {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_H, BPF_JMP, BPF_K, BPF_LD, BPF_MOD, BPF_MUL, BPF_RSH, BPF_W, BPF_X, BPF_XOR,
+    };
+    [
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),
+        Insn::new(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, IPV6_DST),
+        Insn::new(BPF_JMP32 | BPF_JNE | BPF_K, 0, 0, 9, prefix as i32),
+        Insn::new(BPF_LD | BPF_H | BPF_ABS, 0, 0, 0, IPV6_DST + 10),
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),
+        Insn::new(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, IPV6_DST + 12),
+        Insn::new(BPF_ALU | BPF_XOR | BPF_X, 0, 7, 0, 0),
+        Insn::new(BPF_ALU | BPF_XOR | BPF_K, 0, 0, 0, 0xffff_0000_u32 as i32),
+        Insn::new(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, GOLDEN as i32),
+        Insn::new(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 16),
+        Insn::new(BPF_ALU | BPF_MOD | BPF_K, 0, 0, 0, n as i32),
+        Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+        Insn::new(BPF_ALU | BPF_MOV | BPF_K, 0, 0, 0, 0),
+        Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to the program name; the kernel takes
+/// the fields it does not get as zero.
+#[repr(C, align(8))]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// The size of the verifier log asked for when a load fails.
+const LOG_SIZE: usize = 64 << 10;
+
+/// Loads `insns` as a socket-filter program; on failure, loads it again with the verifier
+/// log and returns the log in the error.
+fn load_socket_filter(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
+    const LICENSE: &[u8] = b"GPL\0";
+    let load = |log: Option<&mut [u8]>| -> io::Result<OwnedFd> {
+        let mut prog_name = [0u8; 16];
+        for (d, s) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+            *d = s;
+        }
+        let (log_level, log_size, log_buf) = match log {
+            Some(l) => (1, l.len() as u32, l.as_mut_ptr() as u64),
+            None => (0, 0, 0),
+        };
+        let attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: LICENSE.as_ptr() as u64,
+            log_level,
+            log_size,
+            log_buf,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name,
+        };
+        // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` and the instructions and license it points
+        // at, and writes at most log_size bytes to log_buf; all outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &raw const attr,
+                size_of::<ProgLoadAttr>() as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a new descriptor, which we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    };
+    load(None).or_else(|e| {
+        let mut log = vec![0u8; LOG_SIZE];
+        let retry = load(Some(&mut log));
+        let text =
+            String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
+        match retry {
+            // Loaded with the log (a transient failure): keep it.
+            Ok(fd) => Ok(fd),
+            Err(e2) => Err(io::Error::new(
+                e.kind(),
+                format!("bpf(BPF_PROG_LOAD) of {name}: {e2}; verifier log: {}", text.trim_end()),
+            )),
+        }
+    })
+}
+
+/// Loads the eBPF program and attaches it to `tun` (any queue of the multi-queue device). Needs
+/// CAP_BPF or CAP_SYS_ADMIN and CAP_NET_ADMIN: call as root before dropping privileges. `prefix`
+/// is the first 32 bits of the served Teredo prefix.
+///
+/// Each IPv6 packet the kernel routes into the device then comes out of queue
+/// [`shard`]`(ip, port, n)` when its destination is the Teredo address of the client at
+/// `ip:port` in `prefix`, and out of queue 0 otherwise (the kernel takes the result modulo
+/// the number of queues attached: attach exactly `n`). The device keeps the program; the
+/// descriptor of the loaded program is closed on return.
+pub fn steer_tun(tun: &impl AsRawFd, n: u32, prefix: u32) -> io::Result<()> {
+    check_n(n)?;
+    let program = tun_program(n, prefix);
+    let prog = load_socket_filter(&program, "teredo_steer")?;
+    let fd: libc::c_int = prog.as_raw_fd();
+    // SAFETY: TUNSETSTEERINGEBPF reads a c_int (the program's descriptor; the device takes
+    // its own reference to the program).
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETSTEERINGEBPF, &raw const fd) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("ioctl(TUNSETSTEERINGEBPF): {e}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_known_answers() {
+        // Computed once outside Rust; a guard against a change of the hash (the BPF programs
+        // must change with it): (0xc0000201 ^ 40000) * 0x9e3779b1 mod 2^32 >> 16 = 10545.
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        assert_eq!(shard(ip, 40_000, 1), 0);
+        assert_eq!(shard(ip, 40_000, 2), 1);
+        assert_eq!(shard(ip, 40_000, 7), 3);
+        assert_eq!(shard(ip, 40_000, 65_535), 10_545);
+        assert_eq!(shard(Ipv4Addr::UNSPECIFIED, 0, 5), 0);
+        assert_eq!(shard(Ipv4Addr::BROADCAST, u16::MAX, 65_535), 34_383);
+    }
+
+    #[test]
+    fn shard_is_in_range_and_spreads() {
+        for n in 1..=16u32 {
+            let mut counts = vec![0u32; n as usize];
+            for i in 0..4_000u32 {
+                let ip = Ipv4Addr::from(0xc633_6400 + i * 7);
+                let port = (1_024 + i * 13) as u16;
+                let s = shard(ip, port, n);
+                assert!(s < n);
+                counts[s as usize] += 1;
+            }
+            let fair = 4_000 / n;
+            for c in counts {
+                assert!(c > fair / 2 && c < fair * 2, "n {n}: {c} of 4000 (fair {fair})");
+            }
+        }
+    }
+
+    #[test]
+    fn the_tun_program_undoes_the_obfuscation() {
+        // The identity the eBPF program relies on: port' ^ ip' = (port ^ ip) ^ 0xffff0000.
+        for (ip, port) in [(0u32, 0u16), (0xc000_0201, 40_000), (u32::MAX, u16::MAX), (0x0102_0304, 1)] {
+            assert_eq!((u32::from(port) ^ 0xffff) ^ !ip ^ 0xffff_0000, ip ^ u32::from(port));
+        }
+        let p = tun_program(3, 0x2001_0000);
+        // The jump lands on the `w0 = 0` instruction.
+        assert_eq!(2 + 1 + p[2].off as usize, 12);
+        assert_eq!(p[12], Insn::new(libc::BPF_ALU | BPF_MOV | libc::BPF_K, 0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_rejected_program_reports_the_verifier_log() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(!crate::under_ci(), "needs root (CAP_BPF) under CI=true");
+            eprintln!("SKIP a_rejected_program_reports_the_verifier_log: not root");
+            return;
+        }
+        // Loading a program touches no interface. This one reads r0 before writing it.
+        let bad = [Insn::new(libc::BPF_JMP | BPF_EXIT, 0, 0, 0, 0)];
+        let e = load_socket_filter(&bad, "teredo_bad").unwrap_err().to_string();
+        assert!(e.contains("verifier log: ") && e.contains("R0 !read_ok"), "{e}");
+        // And the real program loads.
+        assert!(load_socket_filter(&tun_program(4, 0x2001_0000), "teredo_steer").is_ok());
+    }
+
+    #[test]
+    fn zero_workers_is_refused() {
+        assert_eq!(check_n(0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(check_n(1).is_ok());
+    }
+}
