@@ -173,9 +173,22 @@ pub(crate) fn iperf3(
     reverse: bool,
     secs: f64,
 ) -> Result<Figure, String> {
+    iperf3_port(from, target, 5201, test, reverse, secs)
+}
+
+/// [`iperf3`] to the server on `port`.
+pub(crate) fn iperf3_port(
+    from: &Node,
+    target: &str,
+    port: u16,
+    test: Test,
+    reverse: bool,
+    secs: f64,
+) -> Result<Figure, String> {
     check_interrupted()?;
     let t = format!("{}", secs.ceil() as u64);
-    let mut args: Vec<String> = vec!["-c".into(), target.into(), "-t".into(), t, "-J".into()];
+    let mut args: Vec<String> =
+        vec!["-c".into(), target.into(), "-p".into(), port.to_string(), "-t".into(), t, "-J".into()];
     if let Test::Tcp = test {
         // Past slow start.
         args.extend(["-O".into(), "1".into()]);
@@ -187,13 +200,22 @@ pub(crate) fn iperf3(
         args.extend(["-u".into(), "-b".into(), "0".into(), "-l".into(), len.to_string()]);
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = from.exec_output("iperf3", &argv).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("iperf3 {}: not JSON: {e}: {text}", argv.join(" ")))?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(format!("iperf3 {}: {err}", argv.join(" ")));
-    }
+    let mut tries = 0;
+    let v = loop {
+        let out = from.exec_output("iperf3", &argv).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("iperf3 {}: not JSON: {e}: {text}", argv.join(" ")))?;
+        match v.get("error").and_then(|e| e.as_str()) {
+            // The server may still be closing the previous test.
+            Some(err) if err.contains("busy") && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Some(err) => return Err(format!("iperf3 {}: {err}", argv.join(" "))),
+            None => break v,
+        }
+    };
     let end = &v["end"];
     match test {
         Test::Tcp => {
@@ -218,9 +240,15 @@ pub(crate) fn iperf3(
 
 /// Starts `iperf3 -s` in `node`.
 pub(crate) fn iperf3_server(node: &Node) -> Result<Daemon, String> {
-    let d = node.spawn("iperf3-server", "iperf3", &["-s"]).map_err(|e| e.to_string())?;
-    teredo_lab::wait_for("iperf3 -s to listen on TCP 5201", Duration::from_secs(5), || {
-        node.exec("ss", &["-H", "-n", "-l", "-t"]).unwrap_or_default().contains(":5201 ")
+    iperf3_server_port(node, 5201)
+}
+
+/// Starts `iperf3 -s -p PORT` in `node`.
+pub(crate) fn iperf3_server_port(node: &Node, port: u16) -> Result<Daemon, String> {
+    let name = format!("iperf3-server-{port}");
+    let d = node.spawn(&name, "iperf3", &["-s", "-p", &port.to_string()]).map_err(|e| e.to_string())?;
+    teredo_lab::wait_for(&format!("iperf3 -s to listen on TCP {port}"), Duration::from_secs(5), || {
+        node.exec("ss", &["-H", "-n", "-l", "-t"]).unwrap_or_default().contains(&format!(":{port} "))
     })
     .map_err(|e| e.to_string())?;
     Ok(d)
