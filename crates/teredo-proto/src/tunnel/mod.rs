@@ -116,8 +116,8 @@ pub const UNREACHABLE_HOP_LIMIT: u8 = 64;
 /// The delay between two tries of the bubbles or echo test of a peer with queued packets
 /// (RFC 4380 §5.2.4: "a 2-second time-out").
 pub const RETRY_DELAY: Duration = Duration::from_secs(2);
-/// Most pending repetitions (each 16 bytes + 8); more are not scheduled, and the peer is
-/// then probed again only when new packets come.
+/// Most pending repetitions by default (each 16 bytes + 8); more are not scheduled, and the
+/// peer is then probed again only when new packets come.
 const MAX_RETRIES: usize = 1 << 16;
 
 /// What a relay is (Miredo's `RelayType`, `Prefix`).
@@ -162,6 +162,8 @@ pub struct Limits {
     /// Most echo tests per second started for new native sources received from unverified
     /// relays (client case 6).
     pub tests_per_second: u32,
+    /// Most bubble or echo-test repetitions scheduled at once.
+    pub max_retries: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +173,29 @@ impl Default for Limits {
             max_pending: 4096,
             unreachables_per_second: 10,
             tests_per_second: 100,
+            max_retries: MAX_RETRIES,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of one of `n` tunnels that share the peers (one per worker), so that
+    /// together they hold no more than `self`: every count, byte budget and rate divided
+    /// by `n`, rounded up (at least 1).
+    pub fn shared_by(self, n: usize) -> Self {
+        let n = n.max(1);
+        let part = |v: usize| v.div_ceil(n).max(1);
+        let rate = |v: u32| v.div_ceil(n as u32).max(1);
+        Self {
+            peers: PeerLimits {
+                max_peers: part(self.peers.max_peers),
+                queue_bytes_total: part(self.peers.queue_bytes_total),
+                ..self.peers
+            },
+            max_pending: part(self.max_pending),
+            unreachables_per_second: rate(self.unreachables_per_second),
+            tests_per_second: rate(self.tests_per_second),
+            max_retries: part(self.max_retries),
         }
     }
 }
@@ -668,7 +693,7 @@ impl Tunnel {
             self.push(Pending::Echo { dst: peer, seq: u16::from(seq) });
             self.stats.echo_tests_sent += 1;
         }
-        if self.retries.len() < MAX_RETRIES {
+        if self.retries.len() < self.limits.max_retries {
             self.retries.push_back((now + RETRY_DELAY, peer));
         }
     }

@@ -777,3 +777,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn limits_shared_by_workers_add_up_to_the_whole() {
+    let whole = Limits::default();
+    for n in [1usize, 2, 3, 8] {
+        let part = whole.shared_by(n);
+        // Together, the n parts hold at most the whole, give or take the rounding up.
+        assert!(part.peers.max_peers * n < whole.peers.max_peers + n, "{n}: peers");
+        assert!(part.peers.queue_bytes_total * n < whole.peers.queue_bytes_total + n, "{n}: queues");
+        assert!(part.max_pending * n < whole.max_pending + n, "{n}: pending");
+        assert!(part.max_retries * n < whole.max_retries + n, "{n}: retries");
+        assert!(part.unreachables_per_second as usize * n < whole.unreachables_per_second as usize + n);
+        // Per-peer limits are the peer's own, whatever the number of workers.
+        assert_eq!(part.peers.queue_bytes_per_peer, whole.peers.queue_bytes_per_peer);
+        assert_eq!(part.peers.idle_timeout, whole.peers.idle_timeout);
+    }
+    assert_eq!(whole.shared_by(1), whole);
+    // Never zero.
+    let tiny = Limits { max_pending: 1, unreachables_per_second: 1, ..whole }.shared_by(8);
+    assert_eq!((tiny.max_pending, tiny.unreachables_per_second), (1, 1));
+}

@@ -426,14 +426,13 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     let start = std::time::Instant::now();
     let now = Instant::ZERO;
     let workers = p.udps.len();
-    // Each worker has its own table, for its share of the peers.
+    // Each worker has its own table, for its share of the peers, and its share of every
+    // other bound, so that the daemon as a whole keeps them.
     let limits = Limits {
-        peers: teredo_proto::peers::PeerLimits {
-            max_peers: (p.cfg.max_peers as usize).div_ceil(workers),
-            ..Default::default()
-        },
+        peers: teredo_proto::peers::PeerLimits { max_peers: p.cfg.max_peers as usize, ..Default::default() },
         ..Default::default()
-    };
+    }
+    .shared_by(workers);
     let (role, mut client, mut helper, mut server_hosts) = match p.mode {
         Mode::Client { server, server2, .. } => {
             let address = match &server {
