@@ -12,10 +12,11 @@
 //!   targets on this machine.
 //!
 //! With [`TunOptions::offload`] (Linux) the device is created with `IFF_VNET_HDR` and asked
-//! for checksum and TCP/IPv6 segmentation offload (`TUNSETOFFLOAD` with `TUN_F_CSUM |
-//! TUN_F_TSO6`): every packet then travels behind a 10-byte `struct virtio_net_hdr`, a read
-//! may return a TCP super-packet of up to 64 KiB with a partial checksum, and a write may
-//! hand the kernel one ([`Tun::recv_offload`], [`Tun::send_offload`]). The packet path cuts
+//! for checksum, TCP/IPv6 and (Linux 6.2) UDP segmentation offload (`TUNSETOFFLOAD` with
+//! `TUN_F_CSUM | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6`, or without the last two where the
+//! kernel refuses them): every packet then travels behind a 10-byte `struct virtio_net_hdr`,
+//! a read may return a TCP or UDP super-packet of up to 64 KiB with a partial checksum, and
+//! a write may hand the kernel a TCP one ([`Tun::recv_offload`], [`Tun::send_offload`]). The packet path cuts
 //! and joins them with `teredo_proto::offload`.
 //!
 //! The device's name and index are fixed at creation. Creating a device (and attaching a
@@ -165,16 +166,20 @@ impl Tun {
         let name = ifreq_name(&req);
         let ifindex = index_of(&name)?;
         let offloads = options.offload && {
-            let features = libc::TUN_F_CSUM | libc::TUN_F_TSO6;
-            // SAFETY: TUNSETOFFLOAD takes its argument by value.
-            let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, features as libc::c_ulong) };
-            if r != 0 {
+            // UDP segmentation (Linux 6.2) too where the kernel has it, else TCP only.
+            let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO6;
+            let set = |features: libc::c_uint| {
+                // SAFETY: TUNSETOFFLOAD takes its argument by value.
+                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, features as libc::c_ulong) == 0 }
+            };
+            let on = set(tcp | libc::TUN_F_USO4 | libc::TUN_F_USO6) || set(tcp);
+            if !on {
                 tracing::info!(
                     "{name}: no TUN offloads ({}); packets cross one by one",
                     io::Error::last_os_error()
                 );
             }
-            r == 0
+            on
         };
         Ok(Self { fd, name, ifindex, multi_queue: options.multi_queue, vnet: options.offload, offloads })
     }

@@ -422,26 +422,32 @@ fn ip(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// `count` in-order TCP segments of one flow from `src` to `dst`, each with `payload`
-/// bytes, the flags ACK only and a valid checksum (built by etherparse).
-fn tcp_segments(src: Ipv6Addr, dst: Ipv6Addr, count: u32, payload: usize) -> Vec<Vec<u8>> {
+/// `count` in-order TCP segments (`udp` false) or UDP datagrams of one flow from `src` to
+/// `dst` port 5001, each with `payload` bytes, the TCP flags ACK only, and a valid checksum
+/// (built by etherparse).
+fn flow_packets(src: Ipv6Addr, dst: Ipv6Addr, udp: bool, count: u32, payload: usize) -> Vec<Vec<u8>> {
     (0..count)
         .map(|k| {
             let data: Vec<u8> = (0..payload).map(|i| (i as u32 * 7 + k * 13) as u8).collect();
-            let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
-                .tcp(40_000, 5_001, 1_000 + k * payload as u32, 65_535)
-                .ack(77);
+            let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64);
             let mut p = Vec::new();
-            b.write(&mut p, &data).unwrap();
+            if udp {
+                b.udp(40_000, 5_001).write(&mut p, &data).unwrap();
+            } else {
+                b.tcp(40_000, 5_001, 1_000 + k * payload as u32, 65_535)
+                    .ack(77)
+                    .write(&mut p, &data)
+                    .unwrap();
+            }
             p
         })
         .collect()
 }
 
-/// The TCP packets to port 5001 read from `t` within `timeout` (the kernel's own ND and
-/// MLD packets skipped), super-packets cut by `teredo_proto::offload::Segments`; and how
-/// many super-packets there were.
-fn read_tcp(t: &Tun, want: usize, timeout: Duration) -> Result<(Vec<Vec<u8>>, usize), String> {
+/// The TCP and UDP packets to port 5001 read from `t` within `timeout` (the kernel's own
+/// ND and MLD packets skipped), super-packets cut by `teredo_proto::offload::Segments`; and
+/// how many super-packets there were.
+fn read_flow(t: &Tun, want: usize, timeout: Duration) -> Result<(Vec<Vec<u8>>, usize), String> {
     use teredo_proto::offload::{Segments, VnetHeader};
     let (mut got, mut supers) = (Vec::new(), 0);
     let mut buf = vec![0u8; 65_536];
@@ -459,7 +465,7 @@ fn read_tcp(t: &Tun, want: usize, timeout: Duration) -> Result<(Vec<Vec<u8>>, us
             Err(e) => return Err(e.to_string()),
         };
         let p = &buf[..n];
-        if n < 44 || p[6] != 6 || u16::from_be_bytes([p[42], p[43]]) != 5_001 {
+        if n < 44 || !matches!(p[6], 6 | 17) || u16::from_be_bytes([p[42], p[43]]) != 5_001 {
             continue;
         }
         let h = VnetHeader::parse(&hdr).ok_or("no header")?;
@@ -478,12 +484,12 @@ fn read_tcp(t: &Tun, want: usize, timeout: Duration) -> Result<(Vec<Vec<u8>>, us
 #[test]
 fn coalesced_and_segmented_packets_survive_the_kernel() {
     // Three TUNs in one forwarding namespace: `join0` (offloads) takes the super-packet our
-    // Coalescer made of 20 TCP segments; the kernel forwards it to `plain0` (no offloads),
-    // where it must cut it into exactly the 20 original packets (hop limit less one) with
-    // the checksums our partial checksum leads to; and the same super-packet for another
-    // prefix is forwarded whole to `cut0` (offloads), where our Segments must cut it into
-    // the same 20 packets. So the kernel accepts our headers, and both directions agree
-    // with it byte for byte.
+    // Coalescer made of 20 TCP segments, then of 20 UDP datagrams; the kernel forwards it
+    // to `plain0` (no offloads), where it must cut it into exactly the 20 original packets
+    // (hop limit less one) with the checksums our partial checksum leads to; and the same
+    // super-packet for another prefix is forwarded whole to `cut0` (offloads), where our
+    // Segments must cut it into the same 20 packets. So the kernel accepts our headers, and
+    // both directions agree with it byte for byte.
     use teredo_proto::offload::Coalescer;
     in_new_netns("coalesced_and_segmented_packets_survive_the_kernel", || {
         let opts =
@@ -503,16 +509,18 @@ fn coalesced_and_segmented_packets_survive_the_kernel() {
         ensure!(o.status.success(), "sysctl: {}", String::from_utf8_lossy(&o.stderr));
         std::thread::sleep(Duration::from_millis(300));
 
-        for (out, net) in [(&plain, "b"), (&cut, "c")] {
+        for (out, net, udp) in
+            [(&plain, "b", false), (&cut, "c", false), (&plain, "b", true), (&cut, "c", true)]
+        {
             let originals =
-                tcp_segments(addr("2001:db8:a::2"), addr(&format!("2001:db8:{net}::2")), 20, 1_200);
+                flow_packets(addr("2001:db8:a::2"), addr(&format!("2001:db8:{net}::2")), udp, 20, 1_200);
             let mut frames = Vec::new();
             let mut coalescer = Coalescer::new(4);
             for p in &originals {
                 coalescer.push(p, &mut |h, p| frames.push((*h, p.to_vec())));
             }
             coalescer.flush(&mut |h, p| frames.push((*h, p.to_vec())));
-            ensure!(frames.len() == 1, "{} frames for one flow of 20 segments", frames.len());
+            ensure!(frames.len() == 1, "{} frames for one flow of 20 packets (UDP {udp})", frames.len());
             let (h, frame) = &frames[0];
             let written =
                 join.send_offload(h, frame).map_err(|e| format!("the kernel refused our frame: {e}"))?;
@@ -526,13 +534,13 @@ fn coalesced_and_segmented_packets_survive_the_kernel() {
                     p
                 })
                 .collect();
-            let (got, supers) = read_tcp(out, 20, Duration::from_secs(5))?;
+            let (got, supers) = read_flow(out, 20, Duration::from_secs(5))?;
             if out.offloads() {
                 ensure!(supers == 1, "{}: {supers} super-packets read, not 1", out.name());
             }
             ensure!(got.len() == expected.len(), "{}: {} packets of 20", out.name(), got.len());
             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                ensure!(g == e, "{}: packet {i} differs from the original", out.name());
+                ensure!(g == e, "{}: packet {i} (UDP {udp}) differs from the original", out.name());
             }
         }
         Ok(())
@@ -718,5 +726,81 @@ fn tun_steering_sends_each_teredo_destination_to_its_queue() {
         check_tun_steering("steer2", "fd00::1/64", 2)?;
         check_tun_steering("steer3", "fd01::1/64", 3)?;
         Ok(())
+    });
+}
+
+#[test]
+fn udp_super_packets_are_read_whole_and_cut_into_datagrams() {
+    // A UDP socket that sends with UDP_SEGMENT (as QUIC stacks do) to a Teredo destination
+    // routed into an offloading TUN: the kernel hands the whole super-packet over
+    // (GSO_UDP_L4, Linux 6.2), and Segments cuts it into the datagrams the application
+    // meant, each with its own length and a valid checksum.
+    use teredo_proto::checksum::Checksum;
+    use teredo_proto::offload::{Segments, VnetHeader};
+    in_new_netns("udp_super_packets_are_read_whole_and_cut_into_datagrams", || {
+        let t = Tun::create(&TunOptions { name: Some("uso0".into()), offload: true, ..Default::default() })
+            .map_err(|e| e.to_string())?;
+        t.set_nonblocking(true).map_err(|e| e.to_string())?;
+        ip(&["link", "set", "uso0", "mtu", "1500", "up"])?;
+        ip(&["addr", "add", "fd00::1/64", "dev", "uso0", "nodad"])?;
+        ip(&["route", "add", "2001::/32", "dev", "uso0"])?;
+        let dst: Ipv6Addr = "2001:0:c000:201:0:63bf:3fff:fdd2".parse().unwrap();
+        let sock = std::net::UdpSocket::bind("[fd00::1]:0").map_err(|e| e.to_string())?;
+        let segment: libc::c_int = 1000;
+        // SAFETY: a valid socket and a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&raw const segment).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        ensure!(r == 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        let data: Vec<u8> = (0..4_500u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut buf = vec![0u8; 65_536];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            // The new address may be briefly unusable as a source: send again until it works.
+            let _ = sock.send_to(&data, (dst, 9_000));
+            if !teredo_net::poll::readable(&[t.as_fd()], Duration::from_millis(200))
+                .map_err(|e| e.to_string())?[0]
+            {
+                continue;
+            }
+            let mut hdr = [0u8; 10];
+            let n = match t.recv_offload(&mut hdr, &mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            let p = &buf[..n];
+            if n < 48 || p[6] != 17 || p[24..40] != dst.octets() {
+                continue;
+            }
+            let h = VnetHeader::parse(&hdr).ok_or("no header")?;
+            ensure!(t.offloads(), "no offloads");
+            ensure!(h.gso_type == VnetHeader::GSO_UDP_L4, "not a UDP super-packet: {h:?}");
+            let mut s = Segments::new(&h, p).map_err(|e| e.to_string())?;
+            ensure!(s.count() == 5, "{} datagrams, not 5", s.count());
+            let mut out = vec![0u8; s.max_len()];
+            let mut joined = Vec::new();
+            while let Some(m) = s.next_into(&mut out) {
+                let d = &out[..m];
+                let udp_len = usize::from(u16::from_be_bytes([d[44], d[45]]));
+                ensure!(
+                    udp_len == m - 40 && usize::from(u16::from_be_bytes([d[4], d[5]])) == m - 40,
+                    "lengths"
+                );
+                let mut c = Checksum::new();
+                c.add_pseudo_header(&addr("fd00::1"), &dst, udp_len as u32, 17).add(&d[40..]);
+                ensure!(c.finish() == 0, "a datagram's UDP checksum is wrong");
+                joined.extend_from_slice(&d[48..]);
+            }
+            ensure!(joined == data, "the datagrams do not carry the data sent");
+            return Ok(());
+        }
+        Err("no UDP super-packet came out of the TUN".into())
     });
 }

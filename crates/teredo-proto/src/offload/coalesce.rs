@@ -1,7 +1,15 @@
 //! The packets we write to the TUN: consecutive TCP segments (RFC 9293 §3.1) of one flow,
 //! decapsulated in one receive burst, coalesced into one `VIRTIO_NET_HDR_GSO_TCPV6`
 //! super-packet, as Linux's `tcp_gro_receive` and wireguard-go's `tcpGRO`
-//! (`tun/offload_linux.go`) do, so that the kernel handles up to 64 KiB per write.
+//! (`tun/offload_linux.go`) do, so that the kernel handles up to 64 KiB per write; and the
+//! UDP datagrams of one flow into one `VIRTIO_NET_HDR_GSO_UDP_L4` super-packet (Linux 6.2),
+//! as `udp_gro_receive` and wireguard-go's `udpGRO` do, which the kernel cuts back into the
+//! very same datagrams.
+//!
+//! A UDP datagram joins the open super-packet of its flow if it has the same IPv6 header
+//! but for the length, exact IPv6 and UDP lengths, a checksum that verifies strictly (as
+//! below), no more payload than the first datagram (a shorter one closes it), and the
+//! super-packet stays within 64 datagrams and 65,535 bytes.
 //!
 //! A packet joins the open super-packet S of its flow (same addresses and ports) only if
 //! it is IPv6 with TCP right after the fixed header (RFC 8200 §3), its payload length is
@@ -20,18 +28,20 @@
 //! A packet that cannot join is written at once, after the open S of its flow, so that
 //! the packets of a flow never overtake each other. Packets with IPv6 extension headers
 //! may be TCP of an open flow that we cannot see: they are written after every open S
-//! between the same two addresses. ICMPv6, UDP and anything else is written at once.
+//! between the same two addresses. ICMPv6 and anything else is written at once.
 //! When a new flow starts while every S is open, the oldest S is written to make room.
 
 use super::{
-    IPV6_LEN, NEXT_HEADER_TCP, NEXT_HEADER_UDP, TCP_CSUM_OFFSET, TCP_MIN_LEN, VNET_HDR_LEN, VnetHeader,
-    addresses, be16, be32, folded, tcp_flags,
+    IPV6_LEN, NEXT_HEADER_TCP, NEXT_HEADER_UDP, TCP_CSUM_OFFSET, TCP_MIN_LEN, UDP_CSUM_OFFSET, UDP_LEN,
+    VNET_HDR_LEN, VnetHeader, addresses, be16, be32, folded, tcp_flags,
 };
 use crate::checksum::Checksum;
 use crate::wire::ipv6::{NEXT_HEADER_ICMPV6, NO_NEXT_HEADER};
 
 /// The largest super-packet, in bytes (IPv6 header included).
 const MAX_SUPER: usize = 65_535;
+/// The most datagrams in one UDP super-packet (Linux's `UDP_MAX_SEGMENTS`).
+const MAX_UDP_SEGMENTS: u64 = 64;
 /// Offset of the TCP header in the packets we coalesce.
 const TCP: usize = IPV6_LEN;
 /// The all-zero virtio header of an ordinary packet with a complete checksum.
@@ -62,7 +72,9 @@ struct Slot {
     buf: Box<[u8]>,
     /// Bytes used in `buf`; 0 when the slot is free.
     len: usize,
-    /// TCP header length.
+    /// The transport protocol: TCP or UDP.
+    proto: u8,
+    /// TCP (or UDP) header length.
     thl: usize,
     /// Payload of the first segment: the `gso_size`.
     gso_size: usize,
@@ -79,9 +91,9 @@ impl Slot {
         self.len != 0
     }
 
-    /// Whether `p` belongs to this slot's flow: same addresses and ports.
+    /// Whether `p` belongs to this slot's flow: same protocol, addresses and ports.
     fn same_flow(&self, p: &[u8]) -> bool {
-        self.is_open() && self.buf[8..TCP + 4] == p[8..TCP + 4]
+        self.is_open() && self.buf[6] == p[6] && self.buf[8..TCP + 4] == p[8..TCP + 4]
     }
 }
 
@@ -112,6 +124,7 @@ impl Coalescer {
             .map(|_| Slot {
                 buf: vec![0u8; MAX_SUPER].into_boxed_slice(),
                 len: 0,
+                proto: 0,
                 thl: 0,
                 gso_size: 0,
                 segs: 0,
@@ -135,6 +148,7 @@ impl Coalescer {
         match p[6] {
             // Ports present: the flow is known, even if the segment is truncated.
             NEXT_HEADER_TCP if p.len() >= TCP + 4 => {}
+            NEXT_HEADER_UDP if p.len() >= TCP + 4 => return self.push_udp(p, write),
             NEXT_HEADER_TCP | NEXT_HEADER_UDP | NEXT_HEADER_ICMPV6 | NO_NEXT_HEADER => {
                 return self.emit_plain(p, write);
             }
@@ -161,6 +175,83 @@ impl Coalescer {
         match seg {
             Some(seg) if !seg.psh && !self.slots.is_empty() => self.open(slot, p, &seg, write),
             _ => self.emit_plain(p, write),
+        }
+    }
+
+    /// [`Coalescer::push`] of a UDP datagram (ports present): joined to the open
+    /// super-packet of its flow, or opening one, or written at once after it.
+    fn push_udp(&mut self, p: &[u8], write: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
+        let payload = self.candidate_udp(p);
+        let slot = self.slots.iter().position(|s| s.same_flow(p));
+        if let (Some(n), Some(i)) = (payload, slot)
+            && self.can_join_udp(i, p, n)
+        {
+            return self.join_udp(i, p, n, write);
+        }
+        if let Some(i) = slot {
+            self.emit_slot(i, write);
+        }
+        match payload {
+            Some(n) if !self.slots.is_empty() => {
+                let seg = Segment { thl: UDP_LEN, payload: n, seq: 0, psh: false };
+                self.open(slot, p, &seg, write);
+            }
+            _ => self.emit_plain(p, write),
+        }
+    }
+
+    /// The per-packet checks of a UDP datagram (UDP after the fixed header): its UDP
+    /// payload length if it may start or join a super-packet. Its lengths must agree and
+    /// its checksum verify (RFC 768, RFC 8200 §8.1), strictly: a datagram whose sum is 0
+    /// (sent as 0xffff) passes alone.
+    fn candidate_udp(&mut self, p: &[u8]) -> Option<usize> {
+        let len = p.len();
+        if len <= TCP + UDP_LEN || usize::from(be16(p, 4)) != len - IPV6_LEN || len > MAX_SUPER {
+            return None;
+        }
+        let u = &p[TCP..];
+        if usize::from(be16(u, 4)) != u.len() {
+            return None;
+        }
+        let (src, dst) = addresses(p);
+        let mut c = Checksum::new();
+        c.add_pseudo_header(&src, &dst, u.len() as u32, NEXT_HEADER_UDP)
+            .add(&u[..UDP_CSUM_OFFSET])
+            .add(&u[UDP_CSUM_OFFSET + 2..]);
+        let sum = c.finish();
+        if sum == 0 || sum != be16(u, UDP_CSUM_OFFSET) {
+            self.stats.bad_checksums += 1;
+            return None;
+        }
+        Some(u.len() - UDP_LEN)
+    }
+
+    /// Whether candidate datagram `p` (of `payload` bytes) may be appended to the open UDP
+    /// slot `i` of its flow: as long as the first (the last may be shorter), with the same
+    /// IPv6 header but for the length, and within the kernel's 64 segments and 64 KiB.
+    fn can_join_udp(&self, i: usize, p: &[u8], payload: usize) -> bool {
+        let s = &self.slots[i];
+        payload <= s.gso_size
+            && s.segs < MAX_UDP_SEGMENTS
+            && s.len + payload <= MAX_SUPER
+            && s.buf[..4] == p[..4]
+            && s.buf[6..8] == p[6..8]
+    }
+
+    /// Appends datagram `p` to slot `i`, and writes the slot if it is now closed.
+    fn join_udp(
+        &mut self,
+        i: usize,
+        p: &[u8],
+        payload: usize,
+        write: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8]),
+    ) {
+        let s = &mut self.slots[i];
+        s.buf[s.len..s.len + payload].copy_from_slice(&p[TCP + UDP_LEN..]);
+        s.len += payload;
+        s.segs += 1;
+        if payload < s.gso_size || s.segs == MAX_UDP_SEGMENTS {
+            self.emit_slot(i, write);
         }
     }
 
@@ -281,6 +372,7 @@ impl Coalescer {
         let s = &mut self.slots[i];
         s.buf[..p.len()].copy_from_slice(p);
         s.len = p.len();
+        s.proto = p[6];
         s.thl = seg.thl;
         s.gso_size = seg.payload;
         s.segs = 1;
@@ -308,20 +400,27 @@ impl Coalescer {
         self.stats.packets_coalesced += s.segs;
         let l4_len = len - IPV6_LEN;
         b[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        let (gso_type, csum_offset) = if s.proto == NEXT_HEADER_UDP {
+            // The UDP length of the whole, which the kernel replaces in each datagram.
+            b[TCP + 4..TCP + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            (VnetHeader::GSO_UDP_L4, UDP_CSUM_OFFSET)
+        } else {
+            (VnetHeader::GSO_TCPV6, TCP_CSUM_OFFSET)
+        };
         // What Linux expects of CHECKSUM_PARTIAL: the folded pseudo-header sum, not
-        // complemented (RFC 8200 §8.1), for the whole TCP length.
+        // complemented (RFC 8200 §8.1), for the whole transport length.
         let (src, dst) = addresses(b);
         let mut c = Checksum::new();
-        c.add_pseudo_header(&src, &dst, l4_len as u32, NEXT_HEADER_TCP);
-        let at = TCP + TCP_CSUM_OFFSET;
+        c.add_pseudo_header(&src, &dst, l4_len as u32, s.proto);
+        let at = TCP + csum_offset;
         b[at..at + 2].copy_from_slice(&folded(&c).to_be_bytes());
         let hdr = VnetHeader {
             flags: VnetHeader::F_NEEDS_CSUM,
-            gso_type: VnetHeader::GSO_TCPV6,
+            gso_type,
             hdr_len: (TCP + s.thl) as u16,
             gso_size: s.gso_size as u16,
             csum_start: TCP as u16,
-            csum_offset: TCP_CSUM_OFFSET as u16,
+            csum_offset: csum_offset as u16,
         };
         write(&hdr.to_bytes(), b);
     }

@@ -176,7 +176,9 @@ fn interleaved_flows_make_two_super_packets() {
 #[test]
 fn non_tcp_packets_pass_through_at_once() {
     let a = flow(1000, 1, &[1000, 1000], &[], false);
-    let u = udp(b"hello");
+    // A UDP datagram that cannot be joined (its checksum is wrong) passes at once too.
+    let mut u = udp(b"hello");
+    u[46] ^= 0x5a;
     let bubble = {
         let mut v = a[0][..40].to_vec();
         v[4..6].fill(0);
@@ -360,8 +362,12 @@ fn check_frames(pkts: &[Vec<u8>], frames: &[Frame]) -> Result<(), TestCaseError>
             let segs = segment_all(&f.0, &f.1).map_err(|e| TestCaseError::fail(format!("{e}")))?;
             prop_assert!(segs.len() >= 2);
             prop_assert!(f.1.len() <= 65_535);
-            let thl = usize::from(f.1[52] >> 4) * 4;
-            check_super(f, thl, segs[0].len() - 40 - thl);
+            if f.0.gso_type == VnetHeader::GSO_UDP_L4 {
+                check_super_udp(f, segs[0].len() - 48);
+            } else {
+                let thl = usize::from(f.1[52] >> 4) * 4;
+                check_super(f, thl, segs[0].len() - 40 - thl);
+            }
             out.extend(segs);
         }
     }
@@ -495,4 +501,113 @@ fn stop_joining_writes_what_is_open_then_passes_packets_through() {
     assert_eq!((f[1].0, &f[1].1), (VnetHeader::default(), &pkts[2]));
     assert_eq!((f[2].0, &f[2].1), (VnetHeader::default(), &pkts[3]));
     assert_eq!(c.stats().packets_in, 4, "the counters are kept");
+}
+
+/// Checks the header of a UDP super-packet whose datagrams carry `gso` bytes each.
+fn check_super_udp(f: &Frame, gso: usize) {
+    let h = f.0;
+    assert_eq!(h.flags, VnetHeader::F_NEEDS_CSUM);
+    assert_eq!(h.gso_type, VnetHeader::GSO_UDP_L4);
+    assert_eq!((usize::from(h.hdr_len), usize::from(h.gso_size)), (48, gso));
+    assert_eq!((h.csum_start, h.csum_offset), (40, 6));
+    assert_eq!(usize::from(be16(&f.1, 4)), f.1.len() - 40);
+    assert_eq!(usize::from(be16(&f.1, 44)), f.1.len() - 40, "UDP length of the whole");
+    let mut p = f.1.clone();
+    make_partial(&mut p, 40, 6, 17);
+    assert_eq!(p, f.1, "the checksum field is the partial pseudo-header sum");
+}
+
+/// UDP datagrams from port `sport` with these payload sizes.
+fn datagrams(sport: u16, sizes: &[usize]) -> Vec<Vec<u8>> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ipv6(SRC, DST, 64)
+                .udp(sport, 53)
+                .write(&mut v, &payload(n, k as u8))
+                .unwrap();
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn udp_datagrams_of_one_flow_make_one_super_packet() {
+    let pkts = datagrams(5000, &[1200, 1200, 1200, 1200, 700]);
+    let mut c = Coalescer::new(2);
+    let frames = run(&mut c, &pkts);
+    assert_eq!(frames.len(), 1);
+    check_super_udp(&frames[0], 1200);
+    assert_eq!(expand(&frames[0]), pkts, "the kernel's cut gives back the very datagrams");
+    assert_eq!((c.stats().super_packets, c.stats().packets_coalesced), (1, 5));
+}
+
+#[test]
+fn udp_super_packets_close_on_a_shorter_datagram_and_at_64() {
+    // A shorter datagram closes the super-packet; the next one opens another.
+    let pkts = datagrams(5000, &[1000, 1000, 600, 1000, 1000]);
+    let frames = run(&mut Coalescer::new(2), &pkts);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(expand(&frames[0]), pkts[..3]);
+    assert_eq!(expand(&frames[1]), pkts[3..]);
+    // A longer one cannot join.
+    let pkts = datagrams(5000, &[600, 1000]);
+    let frames = run(&mut Coalescer::new(2), &pkts);
+    assert_eq!(frames.iter().map(|f| f.1.clone()).collect::<Vec<_>>(), pkts);
+    // At most 64 datagrams each (the kernel's limit).
+    let pkts = datagrams(5000, &[64; 130]);
+    let frames = run(&mut Coalescer::new(2), &pkts);
+    let counts: Vec<usize> = frames.iter().map(|f| expand(f).len()).collect();
+    assert_eq!(counts, vec![64, 64, 2]);
+    assert_eq!(frames.iter().flat_map(expand).collect::<Vec<_>>(), pkts);
+}
+
+#[test]
+fn udp_and_tcp_flows_on_the_same_ports_do_not_mix() {
+    let u = datagrams(1000, &[500, 500]);
+    let t = flow(1000, 1, &[500, 500], &[], false);
+    let frames = run(&mut Coalescer::new(4), &[u[0].clone(), t[0].clone(), u[1].clone(), t[1].clone()]);
+    assert_eq!(frames.len(), 2);
+    let all: Vec<Vec<Vec<u8>>> = frames.iter().map(expand).collect();
+    assert!(all.contains(&u) && all.contains(&t), "{} frames", frames.len());
+}
+
+#[test]
+fn corrupt_or_odd_udp_datagrams_pass_alone() {
+    let mut pkts = datagrams(5000, &[800, 800, 800, 800]);
+    pkts[1][60] ^= 1; // payload corrupted: the checksum no longer verifies
+    pkts[2][44..46].copy_from_slice(&700u16.to_be_bytes()); // a UDP length that lies
+    let mut c = Coalescer::new(2);
+    let frames = run(&mut c, &pkts);
+    let plain: Vec<Vec<u8>> = frames.iter().map(|f| f.1.clone()).collect();
+    assert_eq!(plain, pkts, "each written alone, unchanged, in order");
+    assert!(frames.iter().all(|f| f.0 == VnetHeader::default()));
+    assert_eq!(c.stats().super_packets, 0);
+}
+
+proptest! {
+    #[test]
+    fn udp_round_trip_through_segments(
+        sizes in proptest::collection::vec((0u16..2, 1usize..1400), 1..100),
+        flows in 0usize..3,
+    ) {
+        // Two interleaved flows of datagrams of any sizes: whatever is joined, the frames
+        // give back exactly the datagrams, in order within each flow.
+        let pkts: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &(f, n))| {
+                let mut v = Vec::new();
+                etherparse::PacketBuilder::ipv6(SRC, DST, 64)
+                    .udp(5000 + f, 53)
+                    .write(&mut v, &payload(n, k as u8))
+                    .unwrap();
+                v
+            })
+            .collect();
+        let frames = run(&mut Coalescer::new(flows), &pkts);
+        check_frames(&pkts, &frames)?;
+    }
 }
