@@ -34,11 +34,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// multiplicative hashing, whose high bits mix all the input bits.
 const GOLDEN: u32 = 0x9E37_79B1;
 
-/// The worker of the peer at `ip:port` among `n` (n >= 1).
+/// The worker of the peer at `ip:port` among `n` (1 to 65,535), under `key`.
 ///
-/// The BPF programs of [`steer_udp`] and [`steer_tun`] compute exactly this.
-pub fn shard(ip: Ipv4Addr, port: u16, n: u32) -> u32 {
-    ((u32::from(ip) ^ u32::from(port)).wrapping_mul(GOLDEN) >> 16) % n
+/// The 16 high bits of the multiplicative hash of `ip ^ port ^ key` (which depend on every
+/// input bit), scaled to `0..n` by a multiplication rather than a remainder, so that every
+/// bit counts whatever `n`. The daemon draws `key` at random at start-up, so that nobody
+/// outside can choose addresses that all land on one worker. The BPF programs of
+/// [`steer_udp`] and [`steer_tun`] compute exactly this.
+pub fn shard(ip: Ipv4Addr, port: u16, n: u32, key: u32) -> u32 {
+    let h = (u32::from(ip) ^ u32::from(port) ^ key).wrapping_mul(GOLDEN) >> 16;
+    (h * n) >> 16
 }
 
 fn check_n(n: u32) -> io::Result<()> {
@@ -73,15 +78,17 @@ const fn stmt(code: u32, k: u32) -> libc::sock_filter {
 /// 2: tax                              X = port
 /// 3: ld   [SKF_NET_OFF+12]            A = IPv4 source address
 /// 4: xor  x                           A = ip ^ port
-/// 5: mul  #0x9e3779b1
-/// 6: rsh  #16
-/// 7: mod  #n
-/// 8: ret  a
+/// 5: xor  #key
+/// 6: mul  #0x9e3779b1
+/// 7: rsh  #16
+/// 8: mul  #n
+/// 9: rsh  #16
+/// 10: ret a
 /// ```
-fn udp_program(n: u32) -> [libc::sock_filter; 9] {
+fn udp_program(n: u32, key: u32) -> [libc::sock_filter; 11] {
     use libc::{
-        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_K, BPF_LD, BPF_LDX, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL,
-        BPF_RET, BPF_RSH, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_K, BPF_LD, BPF_LDX, BPF_MISC, BPF_MSH, BPF_MUL, BPF_RET,
+        BPF_RSH, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
     };
     let net = libc::SKF_NET_OFF as u32;
     [
@@ -90,22 +97,24 @@ fn udp_program(n: u32) -> [libc::sock_filter; 9] {
         stmt(BPF_MISC | BPF_TAX, 0),
         stmt(BPF_LD | BPF_W | BPF_ABS, net.wrapping_add(12)),
         stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+        stmt(BPF_ALU | BPF_XOR | BPF_K, key),
         stmt(BPF_ALU | BPF_MUL | BPF_K, GOLDEN),
         stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
-        stmt(BPF_ALU | BPF_MOD | BPF_K, n),
+        stmt(BPF_ALU | BPF_MUL | BPF_K, n),
+        stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
         stmt(BPF_RET | libc::BPF_A, 0),
     ]
 }
 
 /// Attaches the cBPF program to `first` (socket 0 of a SO_REUSEPORT group of `n` sockets, bound in order).
 ///
-/// Each datagram then goes to socket [`shard`]`(source address, source port, n)` of the
-/// group. The program belongs to the group: attach it once, with the `n` sockets bound
+/// Each datagram then goes to socket [`shard`]`(source address, source port, n, key)` of
+/// the group. The program belongs to the group: attach it once, with the `n` sockets bound
 /// (the kernel falls back to its own hash when the index is not, or no longer, a socket).
 /// Needs no privilege.
-pub fn steer_udp(first: &impl AsRawFd, n: u32) -> io::Result<()> {
+pub fn steer_udp(first: &impl AsRawFd, n: u32, key: u32) -> io::Result<()> {
     check_n(n)?;
-    let mut program = udp_program(n);
+    let mut program = udp_program(n, key);
     let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
     // SAFETY: a socket descriptor and a sock_fprog pointing at `program`, which outlives the
     // call (the kernel copies the program).
@@ -165,40 +174,41 @@ const IPV6_DST: i32 = 24;
 /// The packet starts at its IPv6 header. Legacy `BPF_LD | BPF_ABS` loads (context in r6)
 /// return the big-endian field in host order and end the program with 0 when the packet is
 /// too short. The port and address fields are the obfuscated ones (RFC 4380 §4), so
-/// `port' ^ ip' = (port ^ ip) ^ 0xffff0000`. All arithmetic is 32-bit, as in [`shard`].
+/// `port' ^ ip' ^ (0xffff0000 ^ key) = port ^ ip ^ key`. All arithmetic is 32-bit, as in
+/// [`shard`].
 ///
 /// ```text
 ///  0: r6 = r1                        context, for the ld_abs loads
 ///  1: r0 = ntohl(*(u32 *)(skb + 24)) destination bits 0..32
-///  2: if w0 != prefix goto 12        not a Teredo destination
+///  2: if w0 != prefix goto 13        not a Teredo destination
 ///  3: r0 = ntohs(*(u16 *)(skb + 34)) obfuscated port
 ///  4: r7 = r0
 ///  5: r0 = ntohl(*(u32 *)(skb + 36)) obfuscated IPv4 address
 ///  6: w0 ^= w7
-///  7: w0 ^= 0xffff0000               = ip ^ port
+///  7: w0 ^= 0xffff0000 ^ key         = ip ^ port ^ key
 ///  8: w0 *= 0x9e3779b1
 ///  9: w0 >>= 16
-/// 10: w0 %= n
-/// 11: exit
-/// 12: w0 = 0
-/// 13: exit
+/// 10: w0 *= n
+/// 11: w0 >>= 16
+/// 12: exit
+/// 13: w0 = 0
+/// 14: exit
 /// ```
-fn tun_program(n: u32, prefix: u32) -> [Insn; 14] {
-    use libc::{
-        BPF_ABS, BPF_ALU, BPF_H, BPF_JMP, BPF_K, BPF_LD, BPF_MOD, BPF_MUL, BPF_RSH, BPF_W, BPF_X, BPF_XOR,
-    };
+fn tun_program(n: u32, prefix: u32, key: u32) -> [Insn; 15] {
+    use libc::{BPF_ABS, BPF_ALU, BPF_H, BPF_JMP, BPF_K, BPF_LD, BPF_MUL, BPF_RSH, BPF_W, BPF_X, BPF_XOR};
     [
         Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),
         Insn::new(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, IPV6_DST),
-        Insn::new(BPF_JMP32 | BPF_JNE | BPF_K, 0, 0, 9, prefix as i32),
+        Insn::new(BPF_JMP32 | BPF_JNE | BPF_K, 0, 0, 10, prefix as i32),
         Insn::new(BPF_LD | BPF_H | BPF_ABS, 0, 0, 0, IPV6_DST + 10),
         Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),
         Insn::new(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, IPV6_DST + 12),
         Insn::new(BPF_ALU | BPF_XOR | BPF_X, 0, 7, 0, 0),
-        Insn::new(BPF_ALU | BPF_XOR | BPF_K, 0, 0, 0, 0xffff_0000_u32 as i32),
+        Insn::new(BPF_ALU | BPF_XOR | BPF_K, 0, 0, 0, (0xffff_0000 ^ key) as i32),
         Insn::new(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, GOLDEN as i32),
         Insn::new(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 16),
-        Insn::new(BPF_ALU | BPF_MOD | BPF_K, 0, 0, 0, n as i32),
+        Insn::new(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, n as i32),
+        Insn::new(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 16),
         Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
         Insn::new(BPF_ALU | BPF_MOV | BPF_K, 0, 0, 0, 0),
         Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
@@ -268,8 +278,8 @@ fn load_socket_filter(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
     load(None).or_else(|e| {
         let mut log = vec![0u8; LOG_SIZE];
         let retry = load(Some(&mut log));
-        let text =
-            String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
+        let text = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(log.len())])
+            .into_owned();
         match retry {
             // Loaded with the log (a transient failure): keep it.
             Ok(fd) => Ok(fd),
@@ -286,13 +296,13 @@ fn load_socket_filter(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
 /// is the first 32 bits of the served Teredo prefix.
 ///
 /// Each IPv6 packet the kernel routes into the device then comes out of queue
-/// [`shard`]`(ip, port, n)` when its destination is the Teredo address of the client at
-/// `ip:port` in `prefix`, and out of queue 0 otherwise (the kernel takes the result modulo
+/// [`shard`]`(ip, port, n, key)` when its destination is the Teredo address of the client
+/// at `ip:port` in `prefix`, and out of queue 0 otherwise (the kernel takes the result modulo
 /// the number of queues attached: attach exactly `n`). The device keeps the program; the
 /// descriptor of the loaded program is closed on return.
-pub fn steer_tun(tun: &impl AsRawFd, n: u32, prefix: u32) -> io::Result<()> {
+pub fn steer_tun(tun: &impl AsRawFd, n: u32, prefix: u32, key: u32) -> io::Result<()> {
     check_n(n)?;
-    let program = tun_program(n, prefix);
+    let program = tun_program(n, prefix, key);
     let prog = load_socket_filter(&program, "teredo_steer")?;
     let fd: libc::c_int = prog.as_raw_fd();
     // SAFETY: TUNSETSTEERINGEBPF reads a c_int (the program's descriptor; the device takes
@@ -309,47 +319,83 @@ pub fn steer_tun(tun: &impl AsRawFd, n: u32, prefix: u32) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The hash, spelled out differently: 64-bit arithmetic and a division.
+    fn reference(ip: u32, port: u16, n: u32, key: u32) -> u32 {
+        let h = ((u64::from(ip ^ u32::from(port) ^ key) * u64::from(GOLDEN)) % (1 << 32)) >> 16;
+        (h * u64::from(n) / 65_536) as u32
+    }
+
     #[test]
-    fn shard_known_answers() {
-        // Computed once outside Rust; a guard against a change of the hash (the BPF programs
-        // must change with it): (0xc0000201 ^ 40000) * 0x9e3779b1 mod 2^32 >> 16 = 10545.
-        let ip = Ipv4Addr::new(192, 0, 2, 1);
-        assert_eq!(shard(ip, 40_000, 1), 0);
-        assert_eq!(shard(ip, 40_000, 2), 1);
-        assert_eq!(shard(ip, 40_000, 7), 3);
-        assert_eq!(shard(ip, 40_000, 65_535), 10_545);
-        assert_eq!(shard(Ipv4Addr::UNSPECIFIED, 0, 5), 0);
-        assert_eq!(shard(Ipv4Addr::BROADCAST, u16::MAX, 65_535), 34_383);
+    fn shard_matches_the_reference() {
+        let mut x = 0x1234_5678u32;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let (ip, port, key) = (x.rotate_left(7), (x >> 3) as u16, x.rotate_right(11));
+            for n in [1, 2, 3, 7, 8, 256, 65_535] {
+                assert_eq!(shard(Ipv4Addr::from(ip), port, n, key), reference(ip, port, n, key));
+            }
+        }
+        assert_eq!(shard(Ipv4Addr::new(192, 0, 2, 1), 40_000, 1, 0), 0);
     }
 
     #[test]
     fn shard_is_in_range_and_spreads() {
-        for n in 1..=16u32 {
-            let mut counts = vec![0u32; n as usize];
-            for i in 0..4_000u32 {
-                let ip = Ipv4Addr::from(0xc633_6400 + i * 7);
-                let port = (1_024 + i * 13) as u16;
-                let s = shard(ip, port, n);
-                assert!(s < n);
-                counts[s as usize] += 1;
-            }
-            let fair = 4_000 / n;
-            for c in counts {
-                assert!(c > fair / 2 && c < fair * 2, "n {n}: {c} of 4000 (fair {fair})");
+        for key in [0, 0xdead_beef] {
+            for n in 1..=16u32 {
+                let mut counts = vec![0u32; n as usize];
+                for i in 0..4_000u32 {
+                    let ip = Ipv4Addr::from(0xc633_6400 + i * 7);
+                    let port = (1_024 + i * 13) as u16;
+                    let s = shard(ip, port, n, key);
+                    assert!(s < n);
+                    counts[s as usize] += 1;
+                }
+                let fair = 4_000 / n;
+                for c in counts {
+                    assert!(c > fair / 2 && c < fair * 2, "n {n}: {c} of 4000 (fair {fair})");
+                }
             }
         }
     }
 
     #[test]
+    fn every_address_bit_counts_whatever_n() {
+        // With a remainder by a power of two, the high address bits would never count: here
+        // flipping any one input bit moves some peers to another worker.
+        for n in [2u32, 4, 8] {
+            for bit in 0..32 {
+                let moved = (0..256u32)
+                    .filter(|&i| {
+                        let ip = 0xc000_0200 ^ (i * 0x0101_0101);
+                        let a = shard(Ipv4Addr::from(ip), i as u16, n, 7);
+                        let b = shard(Ipv4Addr::from(ip ^ (1 << bit)), i as u16, n, 7);
+                        a != b
+                    })
+                    .count();
+                assert!(moved > 0, "n {n}: address bit {bit} never changes the worker");
+            }
+        }
+    }
+
+    #[test]
+    fn the_key_moves_peers() {
+        let peers: Vec<(Ipv4Addr, u16)> =
+            (0..64u32).map(|i| (Ipv4Addr::from(0xc633_6401 + i), 40_000)).collect();
+        let a: Vec<u32> = peers.iter().map(|&(ip, p)| shard(ip, p, 4, 1)).collect();
+        let b: Vec<u32> = peers.iter().map(|&(ip, p)| shard(ip, p, 4, 0x8bad_f00d)).collect();
+        assert_ne!(a, b);
+    }
+
+    #[test]
     fn the_tun_program_undoes_the_obfuscation() {
-        // The identity the eBPF program relies on: port' ^ ip' = (port ^ ip) ^ 0xffff0000.
+        // The identity the eBPF program relies on: port' ^ ip' ^ 0xffff0000 = port ^ ip.
         for (ip, port) in [(0u32, 0u16), (0xc000_0201, 40_000), (u32::MAX, u16::MAX), (0x0102_0304, 1)] {
             assert_eq!((u32::from(port) ^ 0xffff) ^ !ip ^ 0xffff_0000, ip ^ u32::from(port));
         }
-        let p = tun_program(3, 0x2001_0000);
+        let p = tun_program(3, 0x2001_0000, 5);
         // The jump lands on the `w0 = 0` instruction.
-        assert_eq!(2 + 1 + p[2].off as usize, 12);
-        assert_eq!(p[12], Insn::new(libc::BPF_ALU | BPF_MOV | libc::BPF_K, 0, 0, 0, 0));
+        assert_eq!(2 + 1 + p[2].off as usize, 13);
+        assert_eq!(p[13], Insn::new(libc::BPF_ALU | BPF_MOV | libc::BPF_K, 0, 0, 0, 0));
     }
 
     #[test]
@@ -365,7 +411,7 @@ mod tests {
         let e = load_socket_filter(&bad, "teredo_bad").unwrap_err().to_string();
         assert!(e.contains("verifier log: ") && e.contains("R0 !read_ok"), "{e}");
         // And the real program loads.
-        assert!(load_socket_filter(&tun_program(4, 0x2001_0000), "teredo_steer").is_ok());
+        assert!(load_socket_filter(&tun_program(4, 0x2001_0000, 9), "teredo_steer").is_ok());
     }
 
     #[test]

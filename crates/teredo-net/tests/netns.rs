@@ -547,6 +547,9 @@ fn coalesced_and_segmented_packets_survive_the_kernel() {
     });
 }
 
+/// The steering tests' key (the daemon draws one at random).
+const STEERING_KEY: u32 = 0x7e7e_d0d0;
+
 /// A pseudo-random sequence for the steering tests (no dependency, same every run).
 fn lcg(state: &mut u32) -> u32 {
     *state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -554,16 +557,22 @@ fn lcg(state: &mut u32) -> u32 {
 }
 
 /// One reuseport group of `n` sockets on 127.0.0.1:`port` steered by `steer_udp`: each of 40
-/// clients on 127.0.0.1..9 sends one datagram, which must reach socket `shard(src, n)`.
+/// clients on 127.0.0.1..9 sends one datagram, which must reach socket `shard(src, n, key)`.
+/// The sockets have UDP GRO on, as the daemon's do (another socket lookup in the kernel).
 fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
     use teredo_net::steer::{shard, steer_udp};
     let at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let group: Vec<UdpSocket> = (0..n)
-        .map(|_| teredo_net::udp::bind_udp(at, true).map(UdpSocket::from))
+        .map(|_| {
+            teredo_net::udp::bind_udp(at, true).map(|s| {
+                teredo_net::udp::enable_gro(&s);
+                UdpSocket::from(s)
+            })
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bind {at}: {e}"))?;
-    steer_udp(&group[0], n).map_err(|e| e.to_string())?;
+    steer_udp(&group[0], n, STEERING_KEY).map_err(|e| e.to_string())?;
     for s in &group {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
@@ -593,7 +602,7 @@ fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
             ensure!(r == 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
         }
         c.send_to(format!("client {i}").as_bytes(), at).map_err(|e| e.to_string())?;
-        sent.insert(from, shard(*from.ip(), from.port(), n));
+        sent.insert(from, shard(*from.ip(), from.port(), n, STEERING_KEY));
         clients.push(c);
     }
     let mut got = std::collections::HashMap::new();
@@ -634,7 +643,7 @@ fn reuseport_steering_sends_each_source_to_its_shard() {
 }
 
 /// A multi-queue TUN `name` of `n` queues steered by `steer_tun`: UDP datagrams sent to 40
-/// Teredo addresses must come out of queue `shard(ip, port, n)` of their client, and
+/// Teredo addresses must come out of queue `shard(ip, port, n, key)` of their client, and
 /// packets to other destinations (a 2002::/16 one, the kernel's own multicast) out of
 /// queue 0.
 fn check_tun_steering(name: &str, local: &str, n: u32) -> Result<(), String> {
@@ -646,7 +655,7 @@ fn check_tun_steering(name: &str, local: &str, n: u32) -> Result<(), String> {
     for _ in 1..n {
         queues.push(queues[0].clone_queue().map_err(|e| e.to_string())?);
     }
-    steer_tun(&queues[0], n, 0x2001_0000).map_err(|e| e.to_string())?;
+    steer_tun(&queues[0], n, 0x2001_0000, STEERING_KEY).map_err(|e| e.to_string())?;
     for q in &queues {
         q.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
@@ -663,7 +672,7 @@ fn check_tun_steering(name: &str, local: &str, n: u32) -> Result<(), String> {
         a[..8].copy_from_slice(&[0x20, 0x01, 0, 0, 0xc0, 0, 0x02, 0x01]);
         a[10..12].copy_from_slice(&(port ^ 0xffff).to_be_bytes());
         a[12..].copy_from_slice(&(!u32::from(client)).to_be_bytes());
-        expected.insert(Ipv6Addr::from(a), shard(client, port, n));
+        expected.insert(Ipv6Addr::from(a), shard(client, port, n, STEERING_KEY));
     }
     let other = addr("2002:c000:201::1");
     expected.insert(other, 0);

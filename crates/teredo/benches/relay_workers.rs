@@ -34,6 +34,9 @@ use common::{Figure, Test, check_interrupted, cpu_secs, iperf3_port, iperf3_serv
 use teredo_lab::miredo::{self, IFACE};
 use teredo_lab::{Client, Daemon, Lab, NatKind};
 
+/// The relay's steering key, given so that the spread of the clients can be printed.
+const STEERING_KEY: u32 = 0x5eed_0001;
+
 /// Label, test, reverse (the host sends). TCP only: six unpaced UDP floods at once starve
 /// the iperf3 control connections that share the path, and the runs fail or vary tenfold.
 const TESTS: [(&str, Test, bool); 2] =
@@ -90,8 +93,9 @@ fn run() -> Result<(), String> {
     for workers in [1, many] {
         check_interrupted()?;
         let w = workers.to_string();
-        let relay_d =
-            miredo::start_relay_with(&relay, IFACE, &[teredo, "run", "--workers", &w]).map_err(e)?;
+        let key = STEERING_KEY.to_string();
+        let command = [teredo, "run", "--workers", &w, "--test-steering-key", &key];
+        let relay_d = miredo::start_relay_with(&relay, IFACE, &command).map_err(e)?;
         let client_ds: Vec<Daemon> = clients
             .iter()
             .map(|c| miredo::start_client_with(c, &server, IFACE, &[teredo, "run"]))
@@ -102,7 +106,8 @@ fn run() -> Result<(), String> {
         for c in &clients {
             let (addr, t) = c.wait_teredo_address(IFACE, Duration::from_secs(20)).map_err(e)?;
             c.wait_ping6(host.ipv6, Duration::from_secs(20)).map_err(e)?;
-            spread[teredo_net::steer::shard(t.mapped_addr, t.mapped_port, workers as u32) as usize] += 1;
+            let shard = teredo_net::steer::shard(t.mapped_addr, t.mapped_port, workers as u32, STEERING_KEY);
+            spread[shard as usize] += 1;
             addrs.push(addr);
         }
         let relay_pids = pids_named(&relay, "teredo");

@@ -145,11 +145,20 @@ pub struct RunArgs {
     /// segmentation offload): packets then cross the TUN one by one.
     #[arg(long)]
     pub no_offload: bool,
-    /// Worker threads of a relay (default: one per CPU), each with its own TUN queue, UDP
-    /// socket and share of the peers; a client always runs one.
+    /// Worker threads of a relay (default: one per CPU, at most 16), each with its own TUN
+    /// queue, UDP socket and share of the peers (`MaxPeers` and the other bounds are
+    /// divided among them); a client always runs one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+    /// The key of the relay's steering hash, for tests (hidden from `--help`): by default
+    /// it is drawn at random, so that nobody can aim many peers at one worker.
+    #[arg(long, value_name = "KEY", hide = true)]
+    pub test_steering_key: Option<u32>,
 }
+
+/// The default number of relay workers is one per CPU, up to this: each worker holds about
+/// 9 MiB of buffers and two 4 MiB socket buffers, and a TUN has at most 256 queues.
+const DEFAULT_MAX_WORKERS: usize = 16;
 
 /// The client's qualification timers, shortened for the lab tests only: with Miredo's
 /// values (30 s refresh, 4 s × 3 reply timeouts, 100 s restart delay) a test of losing and
@@ -287,14 +296,27 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         None => Ipv4Addr::UNSPECIFIED,
     };
     let is_relay = cfg.relay_type != RelayType::Client;
+    if !is_relay && args.workers.is_some_and(|n| n > 1) {
+        warn!("--workers is for a relay: a client runs one worker");
+    }
     let wanted = if is_relay {
-        args.workers
-            .map(usize::from)
-            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+        args.workers.map(usize::from).unwrap_or_else(|| {
+            thread::available_parallelism().map_or(1, |n| n.get()).min(DEFAULT_MAX_WORKERS)
+        })
     } else {
         1
     };
     let workers = if cfg!(target_os = "linux") { wanted } else { 1 };
+    if workers > 1 && cfg.bind_port != 0 {
+        // SO_REUSEPORT would let our sockets join those of another daemon already on this
+        // port (a second relay started by mistake): make sure the port is free first.
+        drop(bind_udp(SocketAddrV4::new(bind_ip, cfg.bind_port), false).map_err(|e| {
+            StartError::new(
+                format!("{}: UDP socket {bind_ip}:{}", super::locate(&path, "BindPort"), cfg.bind_port),
+                e,
+            )
+        })?);
+    }
     let options = TunOptions {
         name: cfg.interface_name.clone(),
         multi_queue: workers > 1,
@@ -314,12 +336,19 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         port = local_v4(&udp).map_err(|e| StartError::new("UDP socket", e))?.port();
         udps.push(udp);
     }
-    for _ in 1..workers {
-        tuns.push(tuns[0].clone_queue().map_err(|e| StartError::new("TUN queue", e))?);
-    }
-    if workers > 1
-        && let Err(e) = steer(&tuns[0], &udps[0], workers, cfg.prefix.0)
-    {
+    let steering_key = match args.test_steering_key {
+        Some(k) => k,
+        None => {
+            let k = key.hash_key("worker steering");
+            u32::from_ne_bytes([k[0], k[1], k[2], k[3]])
+        }
+    };
+    let extra = (1..workers).map(|_| tuns[0].clone_queue()).collect::<Result<Vec<_>, _>>();
+    let steered = extra.map_err(|e| format!("TUN queues: {e}")).and_then(|extra| {
+        tuns.extend(extra);
+        if workers > 1 { steer(&tuns[0], &udps[0], workers, cfg.prefix.0, steering_key) } else { Ok(()) }
+    });
+    if let Err(e) = steered {
         warn!("cannot steer each peer to one worker ({e}): running one worker");
         tuns.truncate(1);
         udps.truncate(1);
@@ -361,15 +390,15 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
 /// Attaches the programs that send each peer's datagrams to the socket, and the packets
 /// for it to the TUN queue, of the same worker (`teredo_net::steer`); as root.
 #[cfg(target_os = "linux")]
-fn steer(tun: &Tun, udp: &Socket, workers: usize, prefix: u32) -> std::io::Result<()> {
+fn steer(tun: &Tun, udp: &Socket, workers: usize, prefix: u32, key: u32) -> Result<(), String> {
     let n = workers as u32;
-    teredo_net::steer::steer_udp(udp, n)?;
-    teredo_net::steer::steer_tun(tun, n, prefix)
+    teredo_net::steer::steer_udp(udp, n, key).map_err(|e| e.to_string())?;
+    teredo_net::steer::steer_tun(tun, n, prefix, key).map_err(|e| e.to_string())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn steer(_: &Tun, _: &Socket, _: usize, _: u32) -> std::io::Result<()> {
-    Err(std::io::Error::other("one worker only on this platform"))
+fn steer(_: &Tun, _: &Socket, _: usize, _: u32, _: u32) -> Result<(), String> {
+    Err("one worker only on this platform".into())
 }
 
 /// A relay's interface is set up once, as root (miredo-facts §5.1): MTU, up, the
@@ -428,11 +457,11 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     let workers = p.udps.len();
     // Each worker has its own table, for its share of the peers, and its share of every
     // other bound, so that the daemon as a whole keeps them.
-    let limits = Limits {
+    let whole = Limits {
         peers: teredo_proto::peers::PeerLimits { max_peers: p.cfg.max_peers as usize, ..Default::default() },
         ..Default::default()
-    }
-    .shared_by(workers);
+    };
+    let limits = whole.shared_by(workers);
     let (role, mut client, mut helper, mut server_hosts) = match p.mode {
         Mode::Client { server, server2, .. } => {
             let address = match &server {
@@ -454,6 +483,13 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     let failed = Arc::new(AtomicBool::new(false));
     let mut offloads = false;
     for (i, (udp, tun)) in p.udps.into_iter().zip(p.tuns).enumerate() {
+        // The TUN's packets for non-Teredo destinations, which get the unreachables, all
+        // go to worker 0: it keeps the whole rate.
+        let limits = if i == 0 {
+            Limits { unreachables_per_second: whole.unreachables_per_second, ..limits }
+        } else {
+            limits
+        };
         let tunnel =
             Tunnel::new(role, p.key.clone(), limits, now).map_err(|e| StartError::new("peer table", e))?;
         let mut worker = Worker {
@@ -501,8 +537,13 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
                 // forwarding: the whole daemon stops, with an error, for its supervisor to
                 // restart it.
                 let run = std::panic::AssertUnwindSafe(|| worker.run(&stop2));
-                if std::panic::catch_unwind(run).is_err() {
-                    tracing::error!("worker {i} failed: stopping");
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!("worker {i} failed ({what}): stopping");
                     failed2.store(true, Ordering::Relaxed);
                     // SAFETY: sending a signal to our own process.
                     unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
@@ -540,8 +581,9 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
     stop.store(true, Ordering::Relaxed);
     let mut totals = Totals::default();
     for handle in handles {
-        if let Ok(t) = handle.join() {
-            totals.add(&t);
+        match handle.join() {
+            Ok(t) => totals.add(&t),
+            Err(_) => failed.store(true, Ordering::Relaxed),
         }
     }
     info!("{}", totals.line(offloads));

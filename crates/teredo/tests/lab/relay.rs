@@ -11,7 +11,11 @@
 //!    an ICMPv6 destination unreachable, code 3 (§5.4.1), that reaches the sender;
 //! 5. 8 MiB of TCP each way between a client (`teredo`, then Miredo's) and the host arrive
 //!    byte for byte, while the relay cuts the host's TCP super-packets read from its TUN
-//!    and joins the client's segments before writing them (the TUN offloads).
+//!    and joins the client's segments before writing them (the TUN offloads);
+//! 6. a relay of two workers: each client's peer lives on the worker the steering programs
+//!    bring both its directions to, and every client is reached both ways;
+//! 7. a second relay started on the port of a running one is refused (SO_REUSEPORT must not
+//!    mix them), and the first one keeps working.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -363,8 +367,10 @@ fn tcp_stream_through_relay_with_miredo_client_is_intact() {
 // 6. A relay of two workers: each peer is served by the worker it is steered to
 // ---------------------------------------------------------------------------------------
 
-/// Clients behind one NAT, each with its own mapping (port).
-const STEERED_CLIENTS: usize = 6;
+/// At most this many clients behind one NAT, each with its own mapping (port).
+const STEERED_CLIENTS_MAX: usize = 20;
+/// The relay's steering key, given so that the test can predict each peer's worker.
+const STEERING_KEY: u32 = 0x0bad_cafe;
 
 /// The `(A+B by worker)` part of the relay's summary.
 fn peers_by_worker(log: &str) -> Option<Vec<u64>> {
@@ -373,12 +379,13 @@ fn peers_by_worker(log: &str) -> Option<Vec<u64>> {
     part.split('+').map(|n| n.parse().ok()).collect()
 }
 
-/// `teredo run --workers 2` as the relay, six `teredo` clients behind one port-restricted
-/// NAT (six mappings): every client pings the v6 host and is pinged back through the relay.
-/// The UDP side (a SO_REUSEPORT group steered by a classic BPF program) and the TUN side (a
-/// multi-queue TUN steered by an eBPF program) must bring both directions of each peer to
-/// the same worker, or the pings of some clients would fail. And the relay's count of peers
-/// per worker is exactly what `teredo_net::steer::shard` predicts from the mappings.
+/// `teredo run --workers 2` as the relay, and `teredo` clients behind one port-restricted
+/// NAT (one mapping each) until each worker has at least two of them: every client pings
+/// the v6 host and is pinged back through the relay. The UDP side (a SO_REUSEPORT group
+/// steered by a classic BPF program) and the TUN side (a multi-queue TUN steered by an eBPF
+/// program) must bring both directions of each peer to the same worker, or the pings of
+/// some clients would fail. And the relay's count of peers per worker is exactly what
+/// `teredo_net::steer::shard` predicts from the mappings.
 #[test]
 fn relay_with_two_workers_steers_each_peer_to_one_worker() {
     teredo_lab::run("rly-workers", &[], |lab: &mut Lab| -> TestResult {
@@ -386,9 +393,10 @@ fn relay_with_two_workers_steers_each_peer_to_one_worker() {
         let relay = lab.relay()?;
         let host = lab.v6host()?;
         let nat = lab.nat(NatKind::PortRestricted)?;
-        let clients = (0..STEERED_CLIENTS).map(|_| lab.client(&nat)).collect::<Result<Vec<_>, _>>()?;
         let _server_d = start_teredo_server(&server, &[])?;
-        let mut relay_d = miredo::start_relay_with(&relay, IFACE, &[TEREDO, "run", "--workers", "2"])?;
+        let key = STEERING_KEY.to_string();
+        let command = [TEREDO, "run", "--workers", "2", "--test-steering-key", &key];
+        let mut relay_d = miredo::start_relay_with(&relay, IFACE, &command)?;
         relay_d.wait_log("Teredo relay on", WAIT)?;
         ensure!(
             relay_d.log().contains("2 workers"),
@@ -397,12 +405,16 @@ fn relay_with_two_workers_steers_each_peer_to_one_worker() {
         );
         let mut expected = [0u64; 2];
         let mut daemons = Vec::new();
-        for c in &clients {
-            daemons.push(miredo::start_client_with(c, &server, IFACE, &[TEREDO, "run"])?);
-        }
-        for c in &clients {
+        while expected.iter().any(|&c| c < 2) {
+            ensure!(
+                daemons.len() < STEERED_CLIENTS_MAX,
+                "{} clients and still not two on each worker: {expected:?}",
+                daemons.len()
+            );
+            let c = lab.client(&nat)?;
+            daemons.push(miredo::start_client_with(&c, &server, IFACE, &[TEREDO, "run"])?);
             let (addr, t) = c.wait_teredo_address(IFACE, WAIT)?;
-            let shard = teredo_net::steer::shard(t.mapped_addr, t.mapped_port, 2);
+            let shard = teredo_net::steer::shard(t.mapped_addr, t.mapped_port, 2, STEERING_KEY);
             expected[shard as usize] += 1;
             c.wait_ping6(host.ipv6, WAIT)?;
             ensure!(c.ping6(host.ipv6, 2), "client {addr} (worker {shard}) -> v6 host failed");
@@ -414,6 +426,47 @@ fn relay_with_two_workers_steers_each_peer_to_one_worker() {
             peers_by_worker(&log).ok_or_else(|| format!("no peers by worker in the relay's log:\n{log}"))?;
         println!("peers by worker: expected {expected:?}, relay says {got:?}");
         ensure!(got == expected, "peers by worker {got:?}, but the mappings steer {expected:?}");
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. A second relay on the same port is refused, not mixed into the first one's group
+// ---------------------------------------------------------------------------------------
+
+/// A relay with `BindPort 3545` and two workers (a SO_REUSEPORT group) runs; a second one
+/// started by mistake with the same port must fail at start-up naming `BindPort` (its
+/// sockets must not join the first relay's group and take half of its traffic), and the
+/// first one must keep carrying a client's pings.
+#[test]
+fn a_second_relay_on_the_same_port_is_refused() {
+    teredo_lab::run("rly-port-taken", &[], |lab: &mut Lab| -> TestResult {
+        let server = lab.server()?;
+        let relay = lab.relay()?;
+        let host = lab.v6host()?;
+        let client = lab.client_behind(NatKind::PortRestricted)?;
+        let _server_d = start_teredo_server(&server, &[])?;
+        let config = |iface: &str| format!("RelayType cone\nInterfaceName {iface}\nBindPort 3545\n");
+        let command = [TEREDO, "run", "--workers", "2"];
+        let first = miredo::start_with(&relay, "first", &command, &config(IFACE))?;
+        first.wait_log("Teredo relay on", WAIT)?;
+        ensure!(
+            first.log().contains("2 workers"),
+            "the first relay does not run two workers:\n{}",
+            first.log()
+        );
+        let mut second = miredo::start_with(&relay, "second", &command, &config("teredo9"))?;
+        let status = second.wait_exit(WAIT)?;
+        let log = second.log();
+        ensure!(!status.success(), "the second relay started:\n{log}");
+        ensure!(
+            log.contains("BindPort") && log.contains("in use"),
+            "the second relay's error does not name BindPort and the port in use:\n{log}"
+        );
+        let _client_d = miredo::start_client_with(&client, &server, IFACE, &[TEREDO, "run"])?;
+        let (addr, _) = client.wait_teredo_address(IFACE, WAIT)?;
+        client.wait_ping6(host.ipv6, WAIT)?;
+        ensure!(client.ping6(host.ipv6, 3) && host.ping6(addr, 3), "the first relay stopped carrying pings");
         Ok(())
     });
 }
