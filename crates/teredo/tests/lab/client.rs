@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 use teredo_lab::miredo::{self, IFACE};
 use teredo_lab::{Client, Daemon, Lab, NatKind, Server};
 
-use crate::{MIREDO_NEEDS, TEREDO, TestResult, WAIT, check_qualified, ensure, start_teredo_server};
+use crate::{
+    MIREDO_NEEDS, TEREDO, TestResult, WAIT, check_qualified, check_unprivileged, ensure, start_teredo_server,
+    status_field, thread_status,
+};
 
 /// Starts `teredo run` as a client of `server` in `client` (the lab's client
 /// `miredo.conf`, Miredo's flags, then `extra`), and waits until its worker runs.
@@ -283,22 +286,6 @@ fn client_behind_symmetric_nat_reaches_v6_host() {
 // 6. Privileges
 // ---------------------------------------------------------------------------------------
 
-/// A field of a `/proc/PID/status` text.
-fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).map_or("", str::trim)
-}
-
-/// The `/proc/PID/task/TID/status` of every thread of `pid`.
-fn thread_status(pid: u32) -> TestResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
-        let tid = e.file_name().to_string_lossy().into_owned();
-        out.push((tid.clone(), std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?));
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// The child processes of `pid`.
 fn children(pid: u32) -> TestResult<Vec<u32>> {
     let mut out = Vec::new();
@@ -321,21 +308,8 @@ fn client_runs_unprivileged() {
         let d = start_teredo_client(&client, &server, &[])?;
         check_qualified(&client, server.primary)?;
         let pid = d.pid().ok_or("client not running")?;
-        let threads = thread_status(pid)?;
-        ensure!(threads.len() >= 2, "only {} thread(s): no worker?", threads.len());
-        for (tid, status) in &threads {
-            let name = status_field(status, "Name");
-            let uid = status_field(status, "Uid");
-            let (prm, eff) = (status_field(status, "CapPrm"), status_field(status, "CapEff"));
-            println!("teredo run thread {tid} ({name}): Uid {uid} CapPrm {prm} CapEff {eff}");
-            ensure!(
-                uid.split_whitespace().count() == 4 && uid.split_whitespace().all(|u| u != "0"),
-                "thread {tid} ({name}) has Uid {uid}"
-            );
-            for (set, v) in [("CapPrm", prm), ("CapEff", eff)] {
-                ensure!(!v.is_empty() && v.chars().all(|c| c == '0'), "thread {tid} ({name}) has {set} {v}");
-            }
-        }
+        let threads = check_unprivileged(pid, "teredo run")?;
+        ensure!(threads >= 2, "only {threads} thread(s): no worker?");
         let helpers = children(pid)?;
         ensure!(helpers.len() == 1, "teredo run has children {helpers:?}, expected only its helper");
         for (tid, status) in thread_status(helpers[0])? {

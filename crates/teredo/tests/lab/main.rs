@@ -92,3 +92,42 @@ pub(crate) fn check_qualified(
 ) -> TestResult<(std::net::Ipv6Addr, teredo_proto::address::TeredoAddress)> {
     Ok(client.wait_qualified(IFACE, primary, WAIT)?)
 }
+
+/// A field of a `/proc/PID/status` text.
+pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
+    status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).map_or("", str::trim)
+}
+
+/// The `/proc/PID/task/TID/status` of every thread of `pid`.
+pub(crate) fn thread_status(pid: u32) -> TestResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let tid = e.file_name().to_string_lossy().into_owned();
+        out.push((tid.clone(), std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checks that every thread of `pid` runs under non-zero uids with empty permitted and
+/// effective capability sets; returns how many threads there are.
+pub(crate) fn check_unprivileged(pid: u32, what: &str) -> TestResult<usize> {
+    let threads = thread_status(pid)?;
+    for (tid, status) in &threads {
+        let name = status_field(status, "Name");
+        let uid = status_field(status, "Uid");
+        let (prm, eff) = (status_field(status, "CapPrm"), status_field(status, "CapEff"));
+        println!("{what} thread {tid} ({name}): Uid {uid} CapPrm {prm} CapEff {eff}");
+        ensure!(
+            uid.split_whitespace().count() == 4 && uid.split_whitespace().all(|u| u != "0"),
+            "{what} thread {tid} ({name}) has Uid {uid}"
+        );
+        for (set, v) in [("CapPrm", prm), ("CapEff", eff)] {
+            ensure!(
+                !v.is_empty() && v.chars().all(|c| c == '0'),
+                "{what} thread {tid} ({name}) has {set} {v}"
+            );
+        }
+    }
+    Ok(threads.len())
+}

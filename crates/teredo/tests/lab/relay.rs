@@ -26,7 +26,9 @@ use teredo_lab::{Daemon, Lab, NatKind, Relay};
 use teredo_proto::address::{Flags, TEREDO_PREFIX, TeredoAddress};
 use teredo_proto::wire::icmpv6::{Echo, Icmpv6Repr};
 
-use crate::{MIREDO_NEEDS, TEREDO, TestResult, WAIT, ensure, start_teredo_server, tshark};
+use crate::{
+    MIREDO_NEEDS, TEREDO, TestResult, WAIT, check_unprivileged, ensure, start_teredo_server, tshark,
+};
 
 /// Starts `teredo run` as the lab relay (the lab's `RelayType cone` config) and waits
 /// until its worker runs.
@@ -420,6 +422,10 @@ fn relay_with_two_workers_steers_each_peer_to_one_worker() {
             ensure!(c.ping6(host.ipv6, 2), "client {addr} (worker {shard}) -> v6 host failed");
             ensure!(host.ping6(addr, 2), "v6 host -> client {addr} (worker {shard}) failed");
         }
+        // The packet path runs unprivileged: every thread, both workers included.
+        let pid = relay_d.pid().ok_or("the relay is not running")?;
+        let threads = check_unprivileged(pid, "relay")?;
+        ensure!(threads >= 3, "the relay has {threads} threads: not a main thread and two workers");
         relay_d.stop()?;
         let log = relay_d.log();
         let got =

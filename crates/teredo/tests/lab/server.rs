@@ -32,7 +32,8 @@ use teredo_proto::wire::ipv6::emit_bubble;
 use teredo_proto::wire::{Authentication, OriginIndication, TeredoPacket, encap};
 
 use crate::{
-    MIREDO_NEEDS, TestResult, WAIT, check_qualified, ensure, server_pcap, start_teredo_server, tshark,
+    MIREDO_NEEDS, TestResult, WAIT, check_qualified, ensure, server_pcap, start_teredo_server, status_field,
+    tshark,
 };
 
 /// The /64 our server advertises: 2001:0:<primary 192.0.2.1>::/64.
@@ -798,11 +799,6 @@ fn server_survives_malformed_storm() {
 // ---------------------------------------------------------------------------------------
 // 5. Privileges
 // ---------------------------------------------------------------------------------------
-
-/// A field of a `/proc/PID/status` text.
-fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).map_or("", str::trim)
-}
 
 /// Runs `teredo server -u USER` on the lab server and returns (exit code, output).
 fn run_as(server: &teredo_lab::Server, user: &str) -> TestResult<(Option<i32>, String)> {
