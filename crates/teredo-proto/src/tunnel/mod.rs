@@ -564,6 +564,13 @@ impl Tunnel {
         }
     }
 
+    /// Whether [`Tunnel::poll_transmit`] has something to give: the caller should take it
+    /// before it goes on with packets received after, so that packets released to the TUN
+    /// keep their place before the later ones of the same peer.
+    pub fn has_output(&self) -> bool {
+        !self.pending.is_empty() || self.peers.has_released()
+    }
+
     /// Writes the next output into `buf` (1280 bytes suffice for everything but released
     /// packets, which may be as long as the per-peer queue budget; a longer one is dropped
     /// and counted). Call until it returns `None`.

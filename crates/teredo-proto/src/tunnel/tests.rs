@@ -482,8 +482,10 @@ fn inbound_from_an_unverified_relay_waits_for_the_echo_test() {
     let err = Icmpv6Repr::DestinationUnreachable(DestinationUnreachable { code: 4, invoking: &echo });
     let n = err.emit_packet(&mut buf, NATIVE, a_addr(), 64).unwrap();
     assert_eq!(b.handle_datagram(secs(1), RELAY, &buf[..n]), UdpVerdict::Consumed);
+    assert!(b.has_output(), "the released packet waits for poll_transmit");
     let out = drain(&mut b, secs(1));
     assert_eq!(out, vec![(Destination::Tun, p.clone())]);
+    assert!(!b.has_output());
 }
 
 #[test]

@@ -743,8 +743,16 @@ impl Worker {
     /// Datagrams from the Teredo socket: qualification replies to the client, the rest to
     /// the data path.
     fn receive_udp(&mut self) {
+        // Out of `self` for the burst, so that the state machines' outputs can be sent
+        // between two datagrams of it.
+        let mut rx = std::mem::replace(&mut self.rx, RecvBatch::new(0, 0));
+        self.receive_udp_with(&mut rx);
+        self.rx = rx;
+    }
+
+    fn receive_udp_with(&mut self, rx: &mut RecvBatch) {
         for _ in 0..16 {
-            let n = match self.rx.recv(self.udp.as_fd()) {
+            let n = match rx.recv(self.udp.as_fd()) {
                 Ok(n) => n,
                 Err(e) => {
                     warn!("receive: {e}");
@@ -753,18 +761,19 @@ impl Worker {
             };
             let now = self.now();
             for i in 0..n {
-                let (from, _, truncated) = self.rx.get(i);
+                let (from, _, truncated) = rx.get(i);
                 if truncated {
                     continue;
                 }
-                for data in self.rx.segments(i) {
+                for data in rx.segments(i) {
                     if let Some(c) = self.client.as_mut()
                         && let Ok(pkt) = TeredoPacket::parse(data)
                         && c.handle_datagram(now, from, &pkt)
                     {
                         continue;
                     }
-                    if let UdpVerdict::Deliver { range } = self.tunnel.handle_datagram(now, from, data) {
+                    let verdict = self.tunnel.handle_datagram(now, from, data);
+                    if let UdpVerdict::Deliver { range } = verdict {
                         match self.offload.as_mut() {
                             Some(o) => o.coalescer.push(&data[range], &mut |h, p| {
                                 write_frame(
@@ -782,19 +791,23 @@ impl Worker {
                                 }
                             }
                         }
+                    } else if self.tunnel.has_output() {
+                        // A peer or relay was just verified: its queued packets go out now,
+                        // before the packets that came after them.
+                        self.flush_coalescer();
+                        self.transmit(now);
                     }
                 }
             }
-            if let Some(o) = self.offload.as_mut() {
-                o.coalescer.flush(&mut |h, p| {
+            self.flush_coalescer();
+            if let Some(o) = self.offload.as_mut()
+                && o.refused > 0
+                && o.coalescer.flows() > 0
+            {
+                warn!("the kernel refuses our super-packets: writing packets one by one from now on");
+                o.coalescer.stop_joining(&mut |h, p| {
                     write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
                 });
-                if o.refused > 0 && o.coalescer.flows() > 0 {
-                    warn!("the kernel refuses our TCP super-packets: writing packets one by one from now on");
-                    o.coalescer.stop_joining(&mut |h, p| {
-                        write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
-                    });
-                }
             }
             if n < BATCH {
                 break;
@@ -803,6 +816,15 @@ impl Worker {
         let now = self.now();
         self.events(now);
         self.transmit(now);
+    }
+
+    /// Writes what the coalescer holds open.
+    fn flush_coalescer(&mut self) {
+        if let Some(o) = self.offload.as_mut() {
+            o.coalescer.flush(&mut |h, p| {
+                write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
+            });
+        }
     }
 
     /// IPv6 packets from the TUN: encapsulated and sent in one batch.
