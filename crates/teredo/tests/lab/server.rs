@@ -15,7 +15,8 @@
 //!    raw socket, so that a Miredo client reaches the host through a Miredo relay;
 //! 7. with `--tx packet` (answers sent as Ethernet frames on a packet socket): a Miredo
 //!    client behind a NAT qualifies, the Windows-style RS of point 3 is answered from the
-//!    other address, the workers hold no capability, and frames were really used.
+//!    other address, the workers hold no capability, and frames were really used; two
+//!    clients ping each other with the bubbles relayed as frames.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -92,10 +93,21 @@ fn server_qualifies_miredo_behind_symmetric() {
 /// other over Teredo in both directions (the bubbles that open the NATs go through our
 /// server).
 fn clients_ping_each_other(lab: &mut Lab, a: NatKind, b: NatKind) -> TestResult {
+    clients_ping_each_other_with(lab, a, b, &[]).map(drop)
+}
+
+/// [`clients_ping_each_other`] with the server started with `extra` arguments (with
+/// `--tx packet`, the next hop is primed first, see [`prime_next_hop`]); returns the
+/// running server.
+fn clients_ping_each_other_with(lab: &mut Lab, a: NatKind, b: NatKind, extra: &[&str]) -> TestResult<Daemon> {
     let server = lab.server()?;
     let ca = lab.client_behind(a)?;
     let cb = lab.client_behind(b)?;
-    let _server_d = start_teredo_server(&server, &[])?;
+    let server_d = start_teredo_server(&server, extra)?;
+    if extra.contains(&"packet") {
+        let sock = ca.udp_bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        prime_next_hop(&sock, SERVER_IPV4_2)?;
+    }
     let _da = miredo::start_client(&ca, &server, IFACE)?;
     let _db = miredo::start_client(&cb, &server, IFACE)?;
     let (addr_a, _) = ca.wait_teredo_address(IFACE, WAIT)?;
@@ -104,7 +116,7 @@ fn clients_ping_each_other(lab: &mut Lab, a: NatKind, b: NatKind) -> TestResult 
     ensure!(ca.ping6(addr_b, 3), "{a} -> {b}: no reply from {addr_b}");
     cb.wait_ping6(addr_a, WAIT)?;
     ensure!(cb.ping6(addr_a, 3), "{b} -> {a}: no reply from {addr_a}");
-    Ok(())
+    Ok(server_d)
 }
 
 #[test]
@@ -414,6 +426,38 @@ fn server_packet_tx_qualifies_miredo_behind_port_restricted() {
         }
         let frames = packet_frames_sent(&mut server_d)?;
         ensure!(frames >= 1, "no RA went out as a frame:\n{}", server_d.log());
+        Ok(())
+    });
+}
+
+/// Point 2 with `--tx packet`: the bubbles the server relays between two Miredo clients
+/// (with their origin indications) go out as frames, and the clients ping each other.
+#[test]
+fn server_packet_tx_relays_bubbles_between_clients() {
+    teredo_lab::run("srv-ptx-p2p", MIREDO_NEEDS, |lab: &mut Lab| -> TestResult {
+        let mut server_d = clients_ping_each_other_with(
+            lab,
+            NatKind::PortRestricted,
+            NatKind::AddressRestricted,
+            &["--tx", "packet"],
+        )?;
+        let frames = packet_frames_sent(&mut server_d)?;
+        let log = server_d.log();
+        let summary = log.lines().rfind(|l| l.contains(" relayed to clients")).ok_or("no summary")?;
+        let count = |what: &str| -> Option<u64> {
+            summary
+                .split(", ")
+                .find_map(|p| p.trim().strip_suffix(what)?.split_whitespace().last()?.parse().ok())
+        };
+        let (ras, relayed) =
+            (count(" advertisements").unwrap_or(0), count(" relayed to clients").unwrap_or(0));
+        println!("{}", summary.trim());
+        ensure!(relayed >= 1, "the server relayed no bubble: {summary}");
+        // Every answer but the first (which primed the next hop) left as a frame.
+        ensure!(
+            frames + 1 >= ras + relayed,
+            "{frames} frames for {ras} advertisements and {relayed} relayed datagrams: {summary}"
+        );
         Ok(())
     });
 }
