@@ -36,14 +36,22 @@ const GOLDEN: u32 = 0x9E37_79B1;
 
 /// The worker of the peer at `ip:port` among `n` (1 to 65,535), under `key`.
 ///
-/// The 16 high bits of the multiplicative hash of `ip ^ port ^ key` (which depend on every
-/// input bit), scaled to `0..n` by a multiplication rather than a remainder, so that every
-/// bit counts whatever `n`. The daemon draws `key` at random at start-up, so that nobody
-/// outside can choose addresses that all land on one worker. The BPF programs of
-/// [`steer_udp`] and [`steer_tun`] compute exactly this.
-pub fn shard(ip: Ipv4Addr, port: u16, n: u32, key: u32) -> u32 {
-    let h = (u32::from(ip) ^ u32::from(port) ^ key).wrapping_mul(GOLDEN) >> 16;
+/// Two rounds of multiplicative hashing, the address (mixed with half of the key) first,
+/// then the port (with the other half), so that no simple relation between addresses and
+/// ports (such as an equal `ip ^ port`) keeps peers together whatever the key; the 16
+/// high bits of the result are scaled to `0..n` by a multiplication rather than a
+/// remainder, so that every bit counts whatever `n`. The daemon draws `key` at random at
+/// start-up, so that nobody outside can choose peers that all land on one worker. The BPF
+/// programs of [`steer_udp`] and [`steer_tun`] compute exactly this, in 32-bit arithmetic.
+pub fn shard(ip: Ipv4Addr, port: u16, n: u32, key: u64) -> u32 {
+    let (k1, k2) = split_key(key);
+    let h = (((u32::from(ip) ^ k1).wrapping_mul(GOLDEN) ^ u32::from(port) ^ k2).wrapping_mul(GOLDEN)) >> 16;
     (h * n) >> 16
+}
+
+/// The two 32-bit halves of a steering key: for the address, and for the port.
+fn split_key(key: u64) -> (u32, u32) {
+    (key as u32, (key >> 32) as u32)
 }
 
 fn check_n(n: u32) -> io::Result<()> {
@@ -73,19 +81,22 @@ const fn stmt(code: u32, k: u32) -> libc::sock_filter {
 /// 6.18: `ldxb` with a negative offset works), so options do not break it.
 ///
 /// ```text
-/// 0: ldxb 4*([SKF_NET_OFF+0] & 0xf)   X = IPv4 header length
-/// 1: ldh  [x + SKF_NET_OFF+0]         A = UDP source port
-/// 2: tax                              X = port
-/// 3: ld   [SKF_NET_OFF+12]            A = IPv4 source address
-/// 4: xor  x                           A = ip ^ port
-/// 5: xor  #key
-/// 6: mul  #0x9e3779b1
-/// 7: rsh  #16
-/// 8: mul  #n
-/// 9: rsh  #16
-/// 10: ret a
+///  0: ldxb 4*([SKF_NET_OFF+0] & 0xf)   X = IPv4 header length
+///  1: ldh  [x + SKF_NET_OFF+0]         A = UDP source port
+///  2: tax                              X = port
+///  3: ld   [SKF_NET_OFF+12]            A = IPv4 source address
+///  4: xor  #k1
+///  5: mul  #0x9e3779b1
+///  6: xor  x                           ^ port
+///  7: xor  #k2
+///  8: mul  #0x9e3779b1
+///  9: rsh  #16
+/// 10: mul  #n
+/// 11: rsh  #16
+/// 12: ret  a
 /// ```
-fn udp_program(n: u32, key: u32) -> [libc::sock_filter; 11] {
+fn udp_program(n: u32, key: u64) -> [libc::sock_filter; 13] {
+    let (k1, k2) = split_key(key);
     use libc::{
         BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_K, BPF_LD, BPF_LDX, BPF_MISC, BPF_MSH, BPF_MUL, BPF_RET,
         BPF_RSH, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
@@ -96,8 +107,10 @@ fn udp_program(n: u32, key: u32) -> [libc::sock_filter; 11] {
         stmt(BPF_LD | BPF_H | BPF_IND, net),
         stmt(BPF_MISC | BPF_TAX, 0),
         stmt(BPF_LD | BPF_W | BPF_ABS, net.wrapping_add(12)),
+        stmt(BPF_ALU | BPF_XOR | BPF_K, k1),
+        stmt(BPF_ALU | BPF_MUL | BPF_K, GOLDEN),
         stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
-        stmt(BPF_ALU | BPF_XOR | BPF_K, key),
+        stmt(BPF_ALU | BPF_XOR | BPF_K, k2),
         stmt(BPF_ALU | BPF_MUL | BPF_K, GOLDEN),
         stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
         stmt(BPF_ALU | BPF_MUL | BPF_K, n),
@@ -112,7 +125,7 @@ fn udp_program(n: u32, key: u32) -> [libc::sock_filter; 11] {
 /// the group. The program belongs to the group: attach it once, with the `n` sockets bound
 /// (the kernel falls back to its own hash when the index is not, or no longer, a socket).
 /// Needs no privilege.
-pub fn steer_udp(first: &impl AsRawFd, n: u32, key: u32) -> io::Result<()> {
+pub fn steer_udp(first: &impl AsRawFd, n: u32, key: u64) -> io::Result<()> {
     check_n(n)?;
     let mut program = udp_program(n, key);
     let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
@@ -174,37 +187,42 @@ const IPV6_DST: i32 = 24;
 /// The packet starts at its IPv6 header. Legacy `BPF_LD | BPF_ABS` loads (context in r6)
 /// return the big-endian field in host order and end the program with 0 when the packet is
 /// too short. The port and address fields are the obfuscated ones (RFC 4380 §4), so
-/// `port' ^ ip' ^ (0xffff0000 ^ key) = port ^ ip ^ key`. All arithmetic is 32-bit, as in
-/// [`shard`].
+/// `ip' ^ (0xffffffff ^ k1) = ip ^ k1` and `port' ^ (0xffff ^ k2) = port ^ k2`. All
+/// arithmetic is 32-bit, as in [`shard`].
 ///
 /// ```text
 ///  0: r6 = r1                        context, for the ld_abs loads
 ///  1: r0 = ntohl(*(u32 *)(skb + 24)) destination bits 0..32
-///  2: if w0 != prefix goto 13        not a Teredo destination
+///  2: if w0 != prefix goto 15        not a Teredo destination
 ///  3: r0 = ntohs(*(u16 *)(skb + 34)) obfuscated port
 ///  4: r7 = r0
 ///  5: r0 = ntohl(*(u32 *)(skb + 36)) obfuscated IPv4 address
-///  6: w0 ^= w7
-///  7: w0 ^= 0xffff0000 ^ key         = ip ^ port ^ key
-///  8: w0 *= 0x9e3779b1
-///  9: w0 >>= 16
-/// 10: w0 *= n
+///  6: w0 ^= 0xffffffff ^ k1          = ip ^ k1
+///  7: w0 *= 0x9e3779b1
+///  8: w0 ^= w7
+///  9: w0 ^= 0xffff ^ k2              ^ port ^ k2
+/// 10: w0 *= 0x9e3779b1
 /// 11: w0 >>= 16
-/// 12: exit
-/// 13: w0 = 0
+/// 12: w0 *= n
+/// 13: w0 >>= 16
 /// 14: exit
+/// 15: w0 = 0
+/// 16: exit
 /// ```
-fn tun_program(n: u32, prefix: u32, key: u32) -> [Insn; 15] {
+fn tun_program(n: u32, prefix: u32, key: u64) -> [Insn; 17] {
+    let (k1, k2) = split_key(key);
     use libc::{BPF_ABS, BPF_ALU, BPF_H, BPF_JMP, BPF_K, BPF_LD, BPF_MUL, BPF_RSH, BPF_W, BPF_X, BPF_XOR};
     [
         Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),
         Insn::new(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, IPV6_DST),
-        Insn::new(BPF_JMP32 | BPF_JNE | BPF_K, 0, 0, 10, prefix as i32),
+        Insn::new(BPF_JMP32 | BPF_JNE | BPF_K, 0, 0, 12, prefix as i32),
         Insn::new(BPF_LD | BPF_H | BPF_ABS, 0, 0, 0, IPV6_DST + 10),
         Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),
         Insn::new(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, IPV6_DST + 12),
+        Insn::new(BPF_ALU | BPF_XOR | BPF_K, 0, 0, 0, (0xffff_ffff ^ k1) as i32),
+        Insn::new(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, GOLDEN as i32),
         Insn::new(BPF_ALU | BPF_XOR | BPF_X, 0, 7, 0, 0),
-        Insn::new(BPF_ALU | BPF_XOR | BPF_K, 0, 0, 0, (0xffff_0000 ^ key) as i32),
+        Insn::new(BPF_ALU | BPF_XOR | BPF_K, 0, 0, 0, (0xffff ^ k2) as i32),
         Insn::new(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, GOLDEN as i32),
         Insn::new(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 16),
         Insn::new(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, n as i32),
@@ -300,7 +318,7 @@ fn load_socket_filter(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
 /// at `ip:port` in `prefix`, and out of queue 0 otherwise (the kernel takes the result modulo
 /// the number of queues attached: attach exactly `n`). The device keeps the program; the
 /// descriptor of the loaded program is closed on return.
-pub fn steer_tun(tun: &impl AsRawFd, n: u32, prefix: u32, key: u32) -> io::Result<()> {
+pub fn steer_tun(tun: &impl AsRawFd, n: u32, prefix: u32, key: u64) -> io::Result<()> {
     check_n(n)?;
     let program = tun_program(n, prefix, key);
     let prog = load_socket_filter(&program, "teredo_steer")?;
@@ -320,9 +338,11 @@ mod tests {
     use super::*;
 
     /// The hash, spelled out differently: 64-bit arithmetic and a division.
-    fn reference(ip: u32, port: u16, n: u32, key: u32) -> u32 {
-        let h = ((u64::from(ip ^ u32::from(port) ^ key) * u64::from(GOLDEN)) % (1 << 32)) >> 16;
-        (h * u64::from(n) / 65_536) as u32
+    fn reference(ip: u32, port: u16, n: u32, key: u64) -> u32 {
+        let m = 1u64 << 32;
+        let a = (u64::from(ip ^ key as u32) * u64::from(GOLDEN)) % m;
+        let b = ((a ^ u64::from(port) ^ (key >> 32)) * u64::from(GOLDEN)) % m;
+        ((b >> 16) * u64::from(n) / 65_536) as u32
     }
 
     #[test]
@@ -330,7 +350,8 @@ mod tests {
         let mut x = 0x1234_5678u32;
         for _ in 0..10_000 {
             x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let (ip, port, key) = (x.rotate_left(7), (x >> 3) as u16, x.rotate_right(11));
+            let (ip, port) = (x.rotate_left(7), (x >> 3) as u16);
+            let key = u64::from(x.rotate_right(11)) << 32 | u64::from(x ^ 0x5555_aaaa);
             for n in [1, 2, 3, 7, 8, 256, 65_535] {
                 assert_eq!(shard(Ipv4Addr::from(ip), port, n, key), reference(ip, port, n, key));
             }
@@ -382,20 +403,36 @@ mod tests {
         let peers: Vec<(Ipv4Addr, u16)> =
             (0..64u32).map(|i| (Ipv4Addr::from(0xc633_6401 + i), 40_000)).collect();
         let a: Vec<u32> = peers.iter().map(|&(ip, p)| shard(ip, p, 4, 1)).collect();
-        let b: Vec<u32> = peers.iter().map(|&(ip, p)| shard(ip, p, 4, 0x8bad_f00d)).collect();
+        let b: Vec<u32> = peers.iter().map(|&(ip, p)| shard(ip, p, 4, 0x8bad_f00d_0000_0001)).collect();
         assert_ne!(a, b);
     }
 
     #[test]
+    fn peers_with_the_same_address_xor_port_do_not_stay_together() {
+        // With a hash of ip ^ port alone, (x ^ p, p) would all share a worker, whatever
+        // the key: a way to aim peers at one worker.
+        for key in [0u64, 0x0123_4567_89ab_cdef] {
+            let x = 0xc633_6401u32;
+            let mut seen = [false; 4];
+            for p in 0..64u16 {
+                seen[shard(Ipv4Addr::from(x ^ u32::from(p)), p, 4, key) as usize] = true;
+            }
+            assert!(seen.iter().filter(|&&s| s).count() >= 3, "key {key:#x}: {seen:?}");
+        }
+    }
+
+    #[test]
     fn the_tun_program_undoes_the_obfuscation() {
-        // The identity the eBPF program relies on: port' ^ ip' ^ 0xffff0000 = port ^ ip.
+        // The identities the eBPF program relies on, for the obfuscated fields.
+        let (k1, k2) = (0x1234_5678u32, 0x9abc_def0u32);
         for (ip, port) in [(0u32, 0u16), (0xc000_0201, 40_000), (u32::MAX, u16::MAX), (0x0102_0304, 1)] {
-            assert_eq!((u32::from(port) ^ 0xffff) ^ !ip ^ 0xffff_0000, ip ^ u32::from(port));
+            assert_eq!(!ip ^ (0xffff_ffff ^ k1), ip ^ k1);
+            assert_eq!((u32::from(port) ^ 0xffff) ^ (0xffff ^ k2), u32::from(port) ^ k2);
         }
         let p = tun_program(3, 0x2001_0000, 5);
         // The jump lands on the `w0 = 0` instruction.
-        assert_eq!(2 + 1 + p[2].off as usize, 13);
-        assert_eq!(p[13], Insn::new(libc::BPF_ALU | BPF_MOV | libc::BPF_K, 0, 0, 0, 0));
+        assert_eq!(2 + 1 + p[2].off as usize, 15);
+        assert_eq!(p[15], Insn::new(libc::BPF_ALU | BPF_MOV | libc::BPF_K, 0, 0, 0, 0));
     }
 
     #[test]

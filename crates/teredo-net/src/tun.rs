@@ -105,6 +105,9 @@ pub struct Tun {
     vnet: bool,
     /// The kernel accepted TUNSETOFFLOAD (reads may be super-packets with partial checksums).
     offloads: bool,
+    /// The kernel accepted UDP segmentation offload too (Linux 6.2): UDP super-packets may
+    /// be read and written.
+    uso: bool,
 }
 
 impl Tun {
@@ -132,6 +135,12 @@ impl Tun {
     /// return super-packets and partial checksums.
     pub fn offloads(&self) -> bool {
         self.offloads
+    }
+
+    /// Whether the kernel accepted UDP segmentation offload too (Linux 6.2): UDP
+    /// super-packets (`GSO_UDP_L4`) may then be read, and written.
+    pub fn uso(&self) -> bool {
+        self.uso
     }
 }
 
@@ -165,23 +174,24 @@ impl Tun {
         }
         let name = ifreq_name(&req);
         let ifindex = index_of(&name)?;
-        let offloads = options.offload && {
+        let (mut offloads, mut uso) = (false, false);
+        if options.offload {
             // UDP segmentation (Linux 6.2) too where the kernel has it, else TCP only.
             let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO6;
             let set = |features: libc::c_uint| {
                 // SAFETY: TUNSETOFFLOAD takes its argument by value.
                 unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, features as libc::c_ulong) == 0 }
             };
-            let on = set(tcp | libc::TUN_F_USO4 | libc::TUN_F_USO6) || set(tcp);
-            if !on {
+            uso = set(tcp | libc::TUN_F_USO4 | libc::TUN_F_USO6);
+            offloads = uso || set(tcp);
+            if !offloads {
                 tracing::info!(
                     "{name}: no TUN offloads ({}); packets cross one by one",
                     io::Error::last_os_error()
                 );
             }
-            on
-        };
-        Ok(Self { fd, name, ifindex, multi_queue: options.multi_queue, vnet: options.offload, offloads })
+        }
+        Ok(Self { fd, name, ifindex, multi_queue: options.multi_queue, vnet: options.offload, offloads, uso })
     }
 
     /// Opens one more queue of a multi-queue device (for one more worker). Needs
@@ -348,6 +358,7 @@ impl Tun {
             multi_queue: false,
             vnet: false,
             offloads: false,
+            uso: false,
         })
     }
 

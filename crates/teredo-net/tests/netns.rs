@@ -444,6 +444,20 @@ fn flow_packets(src: Ipv6Addr, dst: Ipv6Addr, udp: bool, count: u32, payload: us
         .collect()
 }
 
+/// One packet and its virtio-net header read from `t` into `buf`, waiting at most `wait`;
+/// `None` if nothing came.
+fn recv_within(t: &Tun, buf: &mut [u8], wait: Duration) -> Result<Option<([u8; 10], usize)>, String> {
+    if !teredo_net::poll::readable(&[t.as_fd()], wait).map_err(|e| e.to_string())?[0] {
+        return Ok(None);
+    }
+    let mut hdr = [0u8; 10];
+    match t.recv_offload(&mut hdr, buf) {
+        Ok(n) => Ok(Some((hdr, n))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The TCP and UDP packets to port 5001 read from `t` within `timeout` (the kernel's own
 /// ND and MLD packets skipped), super-packets cut by `teredo_proto::offload::Segments`; and
 /// how many super-packets there were.
@@ -453,17 +467,7 @@ fn read_flow(t: &Tun, want: usize, timeout: Duration) -> Result<(Vec<Vec<u8>>, u
     let mut buf = vec![0u8; 65_536];
     let deadline = Instant::now() + timeout;
     while got.len() < want && Instant::now() < deadline {
-        if !teredo_net::poll::readable(&[t.as_fd()], Duration::from_millis(100)).map_err(|e| e.to_string())?
-            [0]
-        {
-            continue;
-        }
-        let mut hdr = [0u8; 10];
-        let n = match t.recv_offload(&mut hdr, &mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.to_string()),
-        };
+        let Some((hdr, n)) = recv_within(t, &mut buf, Duration::from_millis(100))? else { continue };
         let p = &buf[..n];
         if n < 44 || !matches!(p[6], 6 | 17) || u16::from_be_bytes([p[42], p[43]]) != 5_001 {
             continue;
@@ -548,7 +552,7 @@ fn coalesced_and_segmented_packets_survive_the_kernel() {
 }
 
 /// The steering tests' key (the daemon draws one at random).
-const STEERING_KEY: u32 = 0x7e7e_d0d0;
+const STEERING_KEY: u64 = 0x7e7e_d0d0_0bad_f00d;
 
 /// A pseudo-random sequence for the steering tests (no dependency, same every run).
 fn lcg(state: &mut u32) -> u32 {
@@ -773,17 +777,7 @@ fn udp_super_packets_are_read_whole_and_cut_into_datagrams() {
         while Instant::now() < deadline {
             // The new address may be briefly unusable as a source: send again until it works.
             let _ = sock.send_to(&data, (dst, 9_000));
-            if !teredo_net::poll::readable(&[t.as_fd()], Duration::from_millis(200))
-                .map_err(|e| e.to_string())?[0]
-            {
-                continue;
-            }
-            let mut hdr = [0u8; 10];
-            let n = match t.recv_offload(&mut hdr, &mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.to_string()),
-            };
+            let Some((hdr, n)) = recv_within(&t, &mut buf, Duration::from_millis(200))? else { continue };
             let p = &buf[..n];
             if n < 48 || p[6] != 17 || p[24..40] != dst.octets() {
                 continue;

@@ -35,7 +35,7 @@ use teredo_lab::miredo::{self, IFACE};
 use teredo_lab::{Client, Daemon, Lab, NatKind};
 
 /// The relay's steering key, given so that the spread of the clients can be printed.
-const STEERING_KEY: u32 = 0x5eed_0001;
+const STEERING_KEY: u64 = 0x5eed_0001_5eed_0002;
 
 /// Label, test, reverse (the host sends). TCP only: six unpaced UDP floods at once starve
 /// the iperf3 control connections that share the path, and the runs fail or vary tenfold.

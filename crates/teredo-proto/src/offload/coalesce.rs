@@ -65,6 +65,19 @@ pub struct CoalesceStats {
     pub evictions: u64,
 }
 
+/// The checksum the transport header of `p` (right after the fixed header, protocol
+/// `proto`, checksum field at `csum_offset`) should carry: computed with the field left
+/// out (RFC 1071, RFC 8200 §8.1).
+fn transport_checksum(p: &[u8], proto: u8, csum_offset: usize) -> u16 {
+    let (src, dst) = addresses(p);
+    let l4 = &p[TCP..];
+    let mut c = Checksum::new();
+    c.add_pseudo_header(&src, &dst, l4.len() as u32, proto)
+        .add(&l4[..csum_offset])
+        .add(&l4[csum_offset + 2..]);
+    c.finish()
+}
+
 /// One open super-packet.
 #[derive(Debug)]
 struct Slot {
@@ -112,6 +125,8 @@ struct Segment {
 pub struct Coalescer {
     slots: Vec<Slot>,
     pushes: u64,
+    /// Whether UDP datagrams are joined too (the TUN takes GSO_UDP_L4 only with USO).
+    udp: bool,
     stats: CoalesceStats,
 }
 
@@ -132,7 +147,26 @@ impl Coalescer {
                 opened: 0,
             })
             .collect();
-        Self { slots, pushes: 0, stats: CoalesceStats::default() }
+        Self { slots, pushes: 0, udp: true, stats: CoalesceStats::default() }
+    }
+
+    /// Joins UDP datagrams too (the default), or not: a TUN takes UDP super-packets only
+    /// where the kernel has UDP segmentation offload (Linux 6.2, `TUN_F_USO4/6`). Open UDP
+    /// super-packets are written through `write` when joining stops.
+    pub fn set_join_udp(&mut self, on: bool, write: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
+        if !on {
+            for i in 0..self.slots.len() {
+                if self.slots[i].is_open() && self.slots[i].proto == NEXT_HEADER_UDP {
+                    self.emit_slot(i, write);
+                }
+            }
+        }
+        self.udp = on;
+    }
+
+    /// Whether UDP datagrams are joined ([`Coalescer::set_join_udp`]).
+    pub fn joins_udp(&self) -> bool {
+        self.udp
     }
 
     /// Offers one IPv6 packet, as delivered by the tunnel (untrusted: it came off the
@@ -148,7 +182,7 @@ impl Coalescer {
         match p[6] {
             // Ports present: the flow is known, even if the segment is truncated.
             NEXT_HEADER_TCP if p.len() >= TCP + 4 => {}
-            NEXT_HEADER_UDP if p.len() >= TCP + 4 => return self.push_udp(p, write),
+            NEXT_HEADER_UDP if p.len() >= TCP + 4 && self.udp => return self.push_udp(p, write),
             NEXT_HEADER_TCP | NEXT_HEADER_UDP | NEXT_HEADER_ICMPV6 | NO_NEXT_HEADER => {
                 return self.emit_plain(p, write);
             }
@@ -213,12 +247,7 @@ impl Coalescer {
         if usize::from(be16(u, 4)) != u.len() {
             return None;
         }
-        let (src, dst) = addresses(p);
-        let mut c = Checksum::new();
-        c.add_pseudo_header(&src, &dst, u.len() as u32, NEXT_HEADER_UDP)
-            .add(&u[..UDP_CSUM_OFFSET])
-            .add(&u[UDP_CSUM_OFFSET + 2..]);
-        let sum = c.finish();
+        let sum = transport_checksum(p, NEXT_HEADER_UDP, UDP_CSUM_OFFSET);
         if sum == 0 || sum != be16(u, UDP_CSUM_OFFSET) {
             self.stats.bad_checksums += 1;
             return None;
@@ -299,12 +328,7 @@ impl Coalescer {
         if flags & !tcp_flags::PSH != tcp_flags::ACK {
             return None;
         }
-        let (src, dst) = addresses(p);
-        let mut c = Checksum::new();
-        c.add_pseudo_header(&src, &dst, t.len() as u32, NEXT_HEADER_TCP)
-            .add(&t[..TCP_CSUM_OFFSET])
-            .add(&t[TCP_CSUM_OFFSET + 2..]);
-        if c.finish() != be16(t, TCP_CSUM_OFFSET) {
+        if transport_checksum(p, NEXT_HEADER_TCP, TCP_CSUM_OFFSET) != be16(t, TCP_CSUM_OFFSET) {
             self.stats.bad_checksums += 1;
             return None;
         }
@@ -387,7 +411,7 @@ impl Coalescer {
     }
 
     /// Writes the super-packet of slot `i` and frees the slot: alone and unchanged if it
-    /// holds one segment, else as a GSO_TCPV6 packet with a partial checksum.
+    /// holds one segment, else as a GSO_TCPV6 or GSO_UDP_L4 packet with a partial checksum.
     fn emit_slot(&mut self, i: usize, write: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
         let s = &mut self.slots[i];
         let len = std::mem::take(&mut s.len);

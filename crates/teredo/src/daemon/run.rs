@@ -75,20 +75,28 @@ struct Offload {
     /// dropped).
     errors: u64,
     /// Super-packets the kernel refused to take (EINVAL): each was written again cut into
-    /// its packets, and joining stopped for good.
-    refused: u64,
+    /// its packets, and joining stopped for good (of UDP only, if it was a UDP one).
+    refused: Refusals,
     /// Where a refused super-packet is cut back into packets.
     cut: Vec<u8>,
 }
 
+/// The super-packets the kernel refused to take, and of which kinds.
+#[derive(Debug, Default)]
+struct Refusals {
+    count: u64,
+    tcp: bool,
+    udp: bool,
+}
+
 /// Writes one frame of the [`Coalescer`] to the TUN. Should the kernel refuse a
 /// super-packet's header (an older kernel's rules), the packets in it are written one by
-/// one and `refused` is counted, so that nothing is lost; any other failure is counted in
-/// `write_errors`.
+/// one and the refusal is noted in `refused`, so that nothing is lost; any other failure is
+/// counted in `write_errors`.
 fn write_frame(
     tun: &Tun,
     cut: &mut [u8],
-    refused: &mut u64,
+    refused: &mut Refusals,
     write_errors: &mut u64,
     hdr: &[u8; VNET_HDR_LEN],
     packet: &[u8],
@@ -99,16 +107,21 @@ fn write_frame(
         *write_errors += 1;
         return;
     }
-    *refused += 1;
-    match Segments::new(&header, packet) {
-        Ok(mut segments) => {
-            while let Some(n) = segments.next_into(cut) {
-                if tun.send(&cut[..n]).is_err() {
-                    *write_errors += 1;
-                }
-            }
+    refused.count += 1;
+    if header.gso_type == VnetHeader::GSO_UDP_L4 {
+        refused.udp = true;
+    } else {
+        refused.tcp = true;
+    }
+    let Ok(mut segments) = Segments::new(&header, packet) else {
+        *write_errors += 1;
+        return;
+    };
+    for _ in 0..segments.count() {
+        match segments.next_into(cut) {
+            Some(n) if tun.send(&cut[..n]).is_ok() => {}
+            _ => *write_errors += 1,
         }
-        Err(_) => *write_errors += 1,
     }
 }
 
@@ -121,8 +134,8 @@ impl Offload {
             super_packets: 0,
             segments: 0,
             errors: 0,
-            refused: 0,
-            cut: vec![0; OUTPUT_SIZE],
+            refused: Refusals::default(),
+            cut: vec![0; SLOT_SIZE],
         }
     }
 }
@@ -153,7 +166,7 @@ pub struct RunArgs {
     /// The key of the relay's steering hash, for tests (hidden from `--help`): by default
     /// it is drawn at random, so that nobody can aim many peers at one worker.
     #[arg(long, value_name = "KEY", hide = true)]
-    pub test_steering_key: Option<u32>,
+    pub test_steering_key: Option<u64>,
 }
 
 /// The default number of relay workers is one per CPU, up to this: each worker holds about
@@ -307,16 +320,6 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         1
     };
     let workers = if cfg!(target_os = "linux") { wanted } else { 1 };
-    if workers > 1 && cfg.bind_port != 0 {
-        // SO_REUSEPORT would let our sockets join those of another daemon already on this
-        // port (a second relay started by mistake): make sure the port is free first.
-        drop(bind_udp(SocketAddrV4::new(bind_ip, cfg.bind_port), false).map_err(|e| {
-            StartError::new(
-                format!("{}: UDP socket {bind_ip}:{}", super::locate(&path, "BindPort"), cfg.bind_port),
-                e,
-            )
-        })?);
-    }
     let options = TunOptions {
         name: cfg.interface_name.clone(),
         multi_queue: workers > 1,
@@ -327,12 +330,19 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
     })?];
     let mut udps = Vec::with_capacity(workers);
     let mut port = cfg.bind_port;
-    for _ in 0..workers {
-        let udp = bind_udp(SocketAddrV4::new(bind_ip, port), workers > 1).map_err(|e| {
+    for i in 0..workers {
+        // The first socket binds without SO_REUSEPORT, so that the port must be free of
+        // every other socket, those of another daemon's group included (a second relay
+        // started by mistake must not take half of the first one's traffic), and so that
+        // an ephemeral port is one nobody holds. Then it opens the group that the other
+        // workers' sockets join, on the port it got.
+        let udp = bind_udp(SocketAddrV4::new(bind_ip, port), i > 0).map_err(|e| {
             let at = super::locate(&path, if cfg.bind_port != 0 { "BindPort" } else { "BindAddress" });
             StartError::new(format!("{at}: UDP socket {bind_ip}:{port}"), e)
         })?;
-        // The other workers' sockets join the group on the port the first one got.
+        if i == 0 && workers > 1 {
+            udp.set_reuse_port(true).map_err(|e| StartError::new("UDP socket (SO_REUSEPORT)", e))?;
+        }
         port = local_v4(&udp).map_err(|e| StartError::new("UDP socket", e))?.port();
         udps.push(udp);
     }
@@ -340,7 +350,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
         Some(k) => k,
         None => {
             let k = key.hash_key("worker steering");
-            u32::from_ne_bytes([k[0], k[1], k[2], k[3]])
+            u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]])
         }
     };
     let extra = (1..workers).map(|_| tuns[0].clone_queue()).collect::<Result<Vec<_>, _>>();
@@ -390,14 +400,14 @@ fn prepare(args: &RunArgs) -> Result<Prepared, StartError> {
 /// Attaches the programs that send each peer's datagrams to the socket, and the packets
 /// for it to the TUN queue, of the same worker (`teredo_net::steer`); as root.
 #[cfg(target_os = "linux")]
-fn steer(tun: &Tun, udp: &Socket, workers: usize, prefix: u32, key: u32) -> Result<(), String> {
+fn steer(tun: &Tun, udp: &Socket, workers: usize, prefix: u32, key: u64) -> Result<(), String> {
     let n = workers as u32;
     teredo_net::steer::steer_udp(udp, n, key).map_err(|e| e.to_string())?;
     teredo_net::steer::steer_tun(tun, n, prefix, key).map_err(|e| e.to_string())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn steer(_: &Tun, _: &Socket, _: usize, _: u32, _: u32) -> Result<(), String> {
+fn steer(_: &Tun, _: &Socket, _: usize, _: u32, _: u64) -> Result<(), String> {
     Err("one worker only on this platform".into())
 }
 
@@ -516,7 +526,12 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
             buf: vec![0u8; OUTPUT_SIZE],
             solicit: solicit.clone(),
         };
-        worker.offload = worker.tun.offloads().then(Offload::new);
+        worker.offload = worker.tun.offloads().then(|| {
+            let mut o = Offload::new();
+            // UDP super-packets only where the TUN takes them (USO, Linux 6.2).
+            o.coalescer.set_join_udp(worker.tun.uso(), &mut |_, _| {});
+            o
+        });
         offloads = worker.offload.is_some();
         if i == 0 {
             info!(
@@ -773,6 +788,12 @@ impl Worker {
                         continue;
                     }
                     let verdict = self.tunnel.handle_datagram(now, from, data);
+                    if self.tunnel.has_output() {
+                        // A peer or relay was just verified: its queued packets go out now,
+                        // before this one and those that came after them.
+                        self.flush_coalescer();
+                        self.transmit(now);
+                    }
                     if let UdpVerdict::Deliver { range } = verdict {
                         match self.offload.as_mut() {
                             Some(o) => o.coalescer.push(&data[range], &mut |h, p| {
@@ -791,23 +812,25 @@ impl Worker {
                                 }
                             }
                         }
-                    } else if self.tunnel.has_output() {
-                        // A peer or relay was just verified: its queued packets go out now,
-                        // before the packets that came after them.
-                        self.flush_coalescer();
-                        self.transmit(now);
                     }
                 }
             }
             self.flush_coalescer();
-            if let Some(o) = self.offload.as_mut()
-                && o.refused > 0
-                && o.coalescer.flows() > 0
-            {
-                warn!("the kernel refuses our super-packets: writing packets one by one from now on");
-                o.coalescer.stop_joining(&mut |h, p| {
-                    write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
-                });
+            if let Some(o) = self.offload.as_mut() {
+                if o.refused.udp && o.coalescer.joins_udp() {
+                    warn!(
+                        "the kernel refuses our UDP super-packets: writing datagrams one by one from now on"
+                    );
+                    o.coalescer.set_join_udp(false, &mut |h, p| {
+                        write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
+                    });
+                }
+                if o.refused.tcp && o.coalescer.flows() > 0 {
+                    warn!("the kernel refuses our TCP super-packets: writing packets one by one from now on");
+                    o.coalescer.stop_joining(&mut |h, p| {
+                        write_frame(&self.tun, &mut o.cut, &mut o.refused, &mut self.tun_write_errors, h, p)
+                    });
+                }
             }
             if n < BATCH {
                 break;
@@ -1044,7 +1067,7 @@ impl Worker {
                 c.super_packets,
                 c.packets_coalesced,
                 o.errors,
-                o.refused,
+                o.refused.count,
                 c.bad_checksums,
             ];
         }

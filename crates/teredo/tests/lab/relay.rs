@@ -372,7 +372,7 @@ fn tcp_stream_through_relay_with_miredo_client_is_intact() {
 /// At most this many clients behind one NAT, each with its own mapping (port).
 const STEERED_CLIENTS_MAX: usize = 20;
 /// The relay's steering key, given so that the test can predict each peer's worker.
-const STEERING_KEY: u32 = 0x0bad_cafe;
+const STEERING_KEY: u64 = 0x0bad_cafe_dead_beef;
 
 /// The `(A+B by worker)` part of the relay's summary.
 fn peers_by_worker(log: &str) -> Option<Vec<u64>> {

@@ -611,3 +611,28 @@ proptest! {
         check_frames(&pkts, &frames)?;
     }
 }
+
+#[test]
+fn udp_joining_can_be_turned_off() {
+    let u = datagrams(5000, &[800, 800, 800]);
+    let t = flow(1000, 1, &[500, 500], &[], false);
+    let mut c = Coalescer::new(4);
+    let frames = RefCell::new(Vec::new());
+    c.push(&u[0], &mut sink(&frames));
+    c.push(&u[1], &mut sink(&frames));
+    c.push(&t[0], &mut sink(&frames));
+    assert!(frames.borrow().is_empty());
+    // Off: the open UDP super-packet is written, the TCP one stays open.
+    c.set_join_udp(false, &mut sink(&frames));
+    assert!(!c.joins_udp());
+    assert_eq!(frames.borrow().len(), 1);
+    assert_eq!(expand(&frames.borrow()[0]), u[..2]);
+    // Later datagrams pass at once, unchanged; TCP is still joined.
+    c.push(&u[2], &mut sink(&frames));
+    assert_eq!(frames.borrow()[1], (VnetHeader::default(), u[2].clone()));
+    c.push(&t[1], &mut sink(&frames));
+    c.flush(&mut sink(&frames));
+    let f = frames.borrow();
+    assert_eq!(f.len(), 3);
+    assert_eq!(expand(&f[2]), t);
+}
