@@ -62,6 +62,23 @@ pub use nat::{ConntrackUdp, NatKind};
 pub use node::{Node, ping6};
 pub use wait::{wait_for, wait_until};
 
+/// What a lab test returns: any error, with its message.
+pub type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The bound on every wait for qualification or for a first ping in the lab tests (Miredo
+/// qualifies in about 0.12 s here).
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Returns `Err(message)` from the test (a [`TestResult`] function) when `cond` is false.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+).into());
+        }
+    };
+}
+
 /// Whether the environment says this is a CI run (`CI=true` or `CI=1`).
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")

@@ -26,27 +26,35 @@ fn v4_to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
 /// datagrams of one sender coalesced by the kernel; [`RecvBatch::segments`] gives them back
 /// one by one.
 pub struct RecvBatch {
-    size: usize,
-    bufs: Vec<u8>,
-    addrs: Vec<libc::sockaddr_in>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    /// One control-message buffer per slot, for the UDP_GRO segment size.
-    ctrl: Vec<[u64; 4]>,
+    /// The buffers and message headers; the control buffers take the UDP_GRO segment size.
+    m: Messages,
     /// The segment size of each slot's datagrams when the kernel coalesced them, else 0.
     segment: Vec<usize>,
     received: usize,
 }
 
-// SAFETY: the raw pointers in `iovs` and `hdrs` only ever point into the batch's own
-// vectors and are rebuilt before each use.
-unsafe impl Send for RecvBatch {}
+/// The buffers of a batch and the arrays recvmmsg/sendmmsg read: one slot of `size`
+/// bytes, one address, one iovec, one message header and one control-message buffer
+/// (aligned as cmsghdr) per datagram. The header arrays point into the batch's own buffers;
+/// they are rebuilt right before each call.
+struct Messages {
+    size: usize,
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_in>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    ctrl: Vec<[u64; 4]>,
+}
 
-impl RecvBatch {
-    /// `count` buffers of `size` bytes each.
-    pub fn new(count: usize, size: usize) -> Self {
+// SAFETY: the raw pointers in `iovs` and `hdrs` only ever point into the same struct's
+// vectors and are rebuilt before each use.
+unsafe impl Send for Messages {}
+
+impl Messages {
+    fn new(count: usize, size: usize) -> Self {
         // SAFETY: plain old data; zero is valid.
         let zero_sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         Self {
             size,
@@ -55,33 +63,40 @@ impl RecvBatch {
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; count],
             hdrs: vec![zero_hdr; count],
             ctrl: vec![[0; 4]; count],
-            segment: vec![0; count],
-            received: 0,
         }
+    }
+}
+
+impl RecvBatch {
+    /// `count` buffers of `size` bytes each.
+    pub fn new(count: usize, size: usize) -> Self {
+        Self { m: Messages::new(count, size), segment: vec![0; count], received: 0 }
     }
 
     /// Receives up to the batch size without blocking; returns how many datagrams came
     /// (0 when none was waiting).
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let count = self.hdrs.len();
+        let count = self.m.hdrs.len();
         for i in 0..count {
-            self.iovs[i] =
-                libc::iovec { iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(), iov_len: self.size };
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&raw mut self.addrs[i]).cast();
+            self.m.iovs[i] = libc::iovec {
+                iov_base: self.m.bufs[i * self.m.size..].as_mut_ptr().cast(),
+                iov_len: self.m.size,
+            };
+            let h = &mut self.m.hdrs[i].msg_hdr;
+            h.msg_name = (&raw mut self.m.addrs[i]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
+            h.msg_iov = &raw mut self.m.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_control = self.m.ctrl[i].as_mut_ptr().cast();
             h.msg_controllen = size_of::<[u64; 4]>() as _;
             h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
+            self.m.hdrs[i].msg_len = 0;
         }
         // SAFETY: every header points to live buffers of the stated sizes owned by self.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
+                self.m.hdrs.as_mut_ptr(),
                 count as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -98,7 +113,7 @@ impl RecvBatch {
         self.received = n as usize;
         for i in 0..self.received {
             self.segment[i] = 0;
-            let h = &self.hdrs[i].msg_hdr;
+            let h = &self.m.hdrs[i].msg_hdr;
             // SAFETY: the kernel filled msg_control with well-formed control messages,
             // within the msg_controllen it set.
             unsafe {
@@ -139,10 +154,10 @@ impl RecvBatch {
     /// Datagram `i` of the last call: its source, its bytes, and whether it was cut
     /// because it was larger than a buffer (such a datagram must be dropped).
     pub fn get(&self, i: usize) -> (SocketAddrV4, &[u8], bool) {
-        let h = &self.hdrs[i];
-        let len = (h.msg_len as usize).min(self.size);
+        let h = &self.m.hdrs[i];
+        let len = (h.msg_len as usize).min(self.m.size);
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        (sockaddr_to_v4(&self.addrs[i]), &self.bufs[i * self.size..i * self.size + len], truncated)
+        (sockaddr_to_v4(&self.m.addrs[i]), &self.m.bufs[i * self.m.size..i * self.m.size + len], truncated)
     }
 }
 
@@ -155,14 +170,9 @@ impl RecvBatch {
 /// receiver sees ordinary datagrams. Should the kernel refuse it, segmentation turns
 /// itself off and the datagrams go one by one.
 pub struct SendBatch {
-    size: usize,
-    bufs: Vec<u8>,
+    /// The buffers and message headers; the control buffers take UDP_SEGMENT.
+    m: Messages,
     lens: Vec<usize>,
-    addrs: Vec<libc::sockaddr_in>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    /// One control-message buffer per message, for UDP_SEGMENT (aligned as cmsghdr).
-    ctrl: Vec<[u64; 4]>,
     /// The first slot of each message built.
     firsts: Vec<usize>,
     queued: usize,
@@ -170,9 +180,6 @@ pub struct SendBatch {
     /// Datagrams the kernel refused, in total.
     dropped: u64,
 }
-
-// SAFETY: as for RecvBatch.
-unsafe impl Send for SendBatch {}
 
 /// Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS).
 const MAX_SEGMENTS: usize = 64;
@@ -186,17 +193,9 @@ pub const SEND_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 impl SendBatch {
     /// Room for `count` datagrams of up to `size` bytes.
     pub fn new(count: usize, size: usize) -> Self {
-        // SAFETY: plain old data; zero is valid.
-        let zero_sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         Self {
-            size,
-            bufs: vec![0; count * size],
+            m: Messages::new(count, size),
             lens: vec![0; count],
-            addrs: vec![zero_sa; count],
-            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; count],
-            hdrs: vec![zero_hdr; count],
-            ctrl: vec![[0; 4]; count],
             firsts: vec![0; count],
             queued: 0,
             segmentation: false,
@@ -224,7 +223,7 @@ impl SendBatch {
 
     /// True when no more datagram fits: flush first.
     pub fn is_full(&self) -> bool {
-        self.queued == self.hdrs.len()
+        self.queued == self.m.hdrs.len()
     }
 
     /// How many datagrams are queued.
@@ -240,21 +239,21 @@ impl SendBatch {
     /// The buffer of the next datagram, to write into; `None` when the batch is full.
     pub fn next_buf(&mut self) -> Option<&mut [u8]> {
         let i = self.queued;
-        (i < self.hdrs.len()).then(|| &mut self.bufs[i * self.size..(i + 1) * self.size])
+        (i < self.m.hdrs.len()).then(|| &mut self.m.bufs[i * self.m.size..(i + 1) * self.m.size])
     }
 
     /// Queues the datagram just written into [`SendBatch::next_buf`]: `len` bytes to `to`.
     pub fn commit(&mut self, len: usize, to: SocketAddrV4) {
         let i = self.queued;
-        if i < self.hdrs.len() {
-            self.lens[i] = len.min(self.size);
-            self.addrs[i] = v4_to_sockaddr(to);
+        if i < self.m.hdrs.len() {
+            self.lens[i] = len.min(self.m.size);
+            self.m.addrs[i] = v4_to_sockaddr(to);
             self.queued += 1;
         }
     }
 
     fn same_destination(&self, a: usize, b: usize) -> bool {
-        let (x, y) = (&self.addrs[a], &self.addrs[b]);
+        let (x, y) = (&self.m.addrs[a], &self.m.addrs[b]);
         x.sin_addr.s_addr == y.sin_addr.s_addr && x.sin_port == y.sin_port
     }
 
@@ -282,8 +281,8 @@ impl SendBatch {
     /// Builds the messages for slots `from..total`; returns how many.
     fn build(&mut self, from: usize, total: usize) -> usize {
         for i in from..total {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(),
+            self.m.iovs[i] = libc::iovec {
+                iov_base: self.m.bufs[i * self.m.size..].as_mut_ptr().cast(),
                 iov_len: self.lens[i],
             };
         }
@@ -291,14 +290,14 @@ impl SendBatch {
         while i < total {
             let end = self.run_end(i, total);
             self.firsts[m] = i;
-            let h = &mut self.hdrs[m].msg_hdr;
-            h.msg_name = (&raw mut self.addrs[i]).cast();
+            let h = &mut self.m.hdrs[m].msg_hdr;
+            h.msg_name = (&raw mut self.m.addrs[i]).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
+            h.msg_iov = &raw mut self.m.iovs[i];
             h.msg_iovlen = end - i;
             h.msg_flags = 0;
             if end - i > 1 {
-                let ctrl = &mut self.ctrl[m];
+                let ctrl = &mut self.m.ctrl[m];
                 h.msg_control = ctrl.as_mut_ptr().cast();
                 // SAFETY: CMSG_SPACE of a u16 fits the 32 aligned bytes of `ctrl`.
                 h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
@@ -314,7 +313,7 @@ impl SendBatch {
                 h.msg_control = std::ptr::null_mut();
                 h.msg_controllen = 0;
             }
-            self.hdrs[m].msg_len = 0;
+            self.m.hdrs[m].msg_len = 0;
             m += 1;
             i = end;
         }
@@ -336,7 +335,7 @@ impl SendBatch {
                 let n = unsafe {
                     libc::sendmmsg(
                         fd.as_raw_fd(),
-                        self.hdrs[sent..].as_mut_ptr(),
+                        self.m.hdrs[sent..].as_mut_ptr(),
                         (msgs - sent) as libc::c_uint,
                         0,
                     )
@@ -357,7 +356,7 @@ impl SendBatch {
                     unsafe { libc::poll(&mut p, 1, SEND_WAIT.as_millis() as libc::c_int) };
                     continue;
                 }
-                let is_gso = self.hdrs[sent].msg_hdr.msg_iovlen > 1;
+                let is_gso = self.m.hdrs[sent].msg_hdr.msg_iovlen > 1;
                 if is_gso && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
                     // No UDP segmentation here (an old kernel, or a device without
                     // checksum offload): send one by one from this message on.
@@ -367,7 +366,7 @@ impl SendBatch {
                 }
                 // A message the network refuses (e.g. EPERM from a firewall, or an ICMP
                 // error reported on this socket) must not block the rest: skip it.
-                self.dropped += self.hdrs[sent].msg_hdr.msg_iovlen as u64;
+                self.dropped += self.m.hdrs[sent].msg_hdr.msg_iovlen as u64;
                 sent += 1;
                 if result.is_ok() {
                     result = Err(e);

@@ -7,6 +7,7 @@
 //! - [`packet_tx`]: sending UDP datagrams as whole Ethernet frames on a packet socket,
 //!   past the kernel's UDP output path (a server's opt-in fast path);
 //! - [`privileges`]: dropping root after set-up: user, groups, capabilities, chroot;
+//! - [`sockopt`]: the socket options `socket2` lacks (UDP GRO/GSO, packet sockets);
 //! - [`poll`]: waiting on several sockets at once;
 //! - [`steer`]: per-peer steering of UDP datagrams (reuseport cBPF) and TUN packets (eBPF)
 //!   to the worker that owns the peer (Linux);
@@ -36,6 +37,8 @@ pub mod packet_tx;
 pub mod poll;
 #[cfg(target_os = "linux")]
 pub mod privileges;
+#[cfg(target_os = "linux")]
+pub mod sockopt;
 #[cfg(target_os = "linux")]
 pub mod steer;
 pub mod tun;

@@ -86,20 +86,6 @@ impl std::fmt::Debug for PacketTx {
     }
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: a valid socket and a c_int option value of the stated size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const v).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
 impl PacketTx {
     /// Opens the packet socket (needs CAP_NET_RAW) with room for `batch` frames, and reads
     /// the routing tables.
@@ -114,8 +100,8 @@ impl PacketTx {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // Straight to the driver; a kernel without the option (before 3.14) still sends
         // through the queueing discipline.
-        let _ = setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
-        let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SEND_BUFFER);
+        let _ = crate::sockopt::set_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+        let _ = crate::sockopt::set_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SEND_BUFFER);
         let hops = NextHops::open().map_err(|e| io::Error::other(e.to_string()))?;
         // SAFETY: plain old data; all-zero is a valid value.
         let zero_ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

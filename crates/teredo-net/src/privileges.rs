@@ -169,30 +169,40 @@ pub fn drop_to_net_admin(user: &User, ambient: bool) -> Result<(), PrivilegeErro
     Ok(())
 }
 
+/// The header of capget(2)/capset(2) (`struct __user_cap_header_struct`).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+impl CapHeader {
+    /// Version 3: two [`CapData`], for 64-bit sets, of this thread.
+    fn v3() -> Self {
+        Self { version: 0x2008_0522, pid: 0 }
+    }
+}
+
+/// One 32-bit half of the three capability sets (`struct __user_cap_data_struct`).
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
 /// Sets this thread's effective, permitted and inheritable capability sets (capset(2)).
 pub fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> Result<(), PrivilegeError> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut h = Header { version: VERSION_3, pid: 0 };
+    let mut h = CapHeader::v3();
     let half = |v: u64, i: u32| (v >> (32 * i)) as u32;
-    let d = [0, 1].map(|i| Data {
+    let d = [0, 1].map(|i| CapData {
         effective: half(effective, i),
         permitted: half(permitted, i),
         inheritable: half(inheritable, i),
     });
     // SAFETY: header and two data structs, as capset version 3 expects.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) };
+    let r = unsafe { libc::syscall(libc::SYS_capset, &raw mut h, d.as_ptr()) };
     if r != 0 {
         return Err(PrivilegeError::Call { call: "capset", source: io::Error::last_os_error() });
     }
@@ -217,23 +227,10 @@ pub fn verify_unprivileged() -> Result<(), PrivilegeError> {
 /// The effective, permitted and inheritable capability sets of this thread (64 bits
 /// each), from capget(2).
 pub fn capabilities() -> Result<[u64; 3], PrivilegeError> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut h = Header { version: VERSION_3, pid: 0 };
-    let mut d = [Data::default(); 2];
+    let mut h = CapHeader::v3();
+    let mut d = [CapData::default(); 2];
     // SAFETY: header and two data structs, as capget version 3 expects.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()) };
+    let r = unsafe { libc::syscall(libc::SYS_capget, &raw mut h, d.as_mut_ptr()) };
     if r != 0 {
         return Err(PrivilegeError::Call { call: "capget", source: io::Error::last_os_error() });
     }

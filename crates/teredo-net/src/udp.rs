@@ -30,19 +30,7 @@ pub fn bind_udp(addr: SocketAddrV4, reuse_port: bool) -> io::Result<Socket> {
 
 #[cfg(target_os = "linux")]
 fn set_pmtudisc_dont(s: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
-    // SAFETY: a valid socket and a c_int option value.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&raw const v).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    crate::sockopt::set_int(s, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)
 }
 
 /// Lets the kernel hand over several datagrams of one sender at once (UDP GRO, Linux 5.0):
@@ -50,19 +38,7 @@ fn set_pmtudisc_dont(s: &Socket) -> io::Result<()> {
 /// `RecvBatch::segments`. Best effort: `false` where the kernel lacks it.
 #[cfg(target_os = "linux")]
 pub fn enable_gro(s: &Socket) -> bool {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket and a c_int option value.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    r == 0
+    crate::sockopt::set_int(s, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()
 }
 
 /// The local address a socket is bound to.

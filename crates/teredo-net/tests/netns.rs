@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::Ipv6Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::{addresses, in_new_netns, is_up, link, proc_status, routes};
@@ -592,18 +592,8 @@ fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
         if i % 4 == 3 {
             // An IPv4 header with options (three NOPs and an end of list: IHL 6), so that the
             // program must read the header length rather than assume 20 bytes.
-            let opts = [1u8, 1, 1, 0];
-            // SAFETY: a valid socket and a 4-byte option buffer.
-            let r = unsafe {
-                libc::setsockopt(
-                    c.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_OPTIONS,
-                    opts.as_ptr().cast(),
-                    opts.len() as libc::socklen_t,
-                )
-            };
-            ensure!(r == 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+            teredo_net::sockopt::set_bytes(&c, libc::IPPROTO_IP, libc::IP_OPTIONS, &[1, 1, 1, 0])
+                .map_err(|e| format!("IP_OPTIONS: {e}"))?;
         }
         c.send_to(format!("client {i}").as_bytes(), at).map_err(|e| e.to_string())?;
         sent.insert(from, shard(*from.ip(), from.port(), n, STEERING_KEY));
@@ -759,18 +749,8 @@ fn udp_super_packets_are_read_whole_and_cut_into_datagrams() {
         ip(&["route", "add", "2001::/32", "dev", "uso0"])?;
         let dst: Ipv6Addr = "2001:0:c000:201:0:63bf:3fff:fdd2".parse().unwrap();
         let sock = std::net::UdpSocket::bind("[fd00::1]:0").map_err(|e| e.to_string())?;
-        let segment: libc::c_int = 1000;
-        // SAFETY: a valid socket and a c_int option value.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&raw const segment).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        ensure!(r == 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        teredo_net::sockopt::set_int(&sock, libc::SOL_UDP, libc::UDP_SEGMENT, 1000)
+            .map_err(|e| format!("UDP_SEGMENT: {e}"))?;
         let data: Vec<u8> = (0..4_500u32).map(|i| (i * 31 % 251) as u8).collect();
         let mut buf = vec![0u8; 65_536];
         let deadline = Instant::now() + Duration::from_secs(3);

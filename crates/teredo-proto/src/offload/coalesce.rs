@@ -124,7 +124,6 @@ struct Segment {
 #[derive(Debug)]
 pub struct Coalescer {
     slots: Vec<Slot>,
-    pushes: u64,
     /// Whether UDP datagrams are joined too (the TUN takes GSO_UDP_L4 only with USO).
     udp: bool,
     stats: CoalesceStats,
@@ -147,7 +146,7 @@ impl Coalescer {
                 opened: 0,
             })
             .collect();
-        Self { slots, pushes: 0, udp: true, stats: CoalesceStats::default() }
+        Self { slots, udp: true, stats: CoalesceStats::default() }
     }
 
     /// Joins UDP datagrams too (the default), or not: a TUN takes UDP super-packets only
@@ -173,7 +172,6 @@ impl Coalescer {
     /// network). It is either appended to the open super-packet of its flow or written at
     /// once through `write`, after that super-packet, if any.
     pub fn push(&mut self, packet: &[u8], write: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
-        self.pushes += 1;
         self.stats.packets_in += 1;
         let p = packet;
         if p.len() < IPV6_LEN || p[0] >> 4 != 6 {
@@ -401,7 +399,7 @@ impl Coalescer {
         s.gso_size = seg.payload;
         s.segs = 1;
         s.next_seq = seg.seq.wrapping_add(seg.payload as u32);
-        s.opened = self.pushes;
+        s.opened = self.stats.packets_in;
     }
 
     /// Writes a packet alone, unchanged.

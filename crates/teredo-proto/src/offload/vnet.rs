@@ -112,12 +112,13 @@ mod tests {
             csum_offset: 0x0708,
         };
         let b = h.to_bytes();
-        assert_eq!(b[0], 1);
-        assert_eq!(b[1], 4);
-        assert_eq!(b[2..4], 0x0102u16.to_ne_bytes());
-        assert_eq!(b[4..6], 0x0304u16.to_ne_bytes());
-        assert_eq!(b[6..8], 0x0506u16.to_ne_bytes());
-        assert_eq!(b[8..10], 0x0708u16.to_ne_bytes());
+        // The bytes the kernel reads: flags, gso_type, then four 16-bit fields in the
+        // host's order (written out, so that a wrong order cannot pass).
+        #[cfg(target_endian = "little")]
+        let expected = [1, 4, 0x02, 0x01, 0x04, 0x03, 0x06, 0x05, 0x08, 0x07];
+        #[cfg(target_endian = "big")]
+        let expected = [1, 4, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
+        assert_eq!(b, expected);
         assert_eq!(VnetHeader::parse(&b), Some(h));
         assert_eq!(VnetHeader::default().to_bytes(), [0; VNET_HDR_LEN]);
     }

@@ -123,25 +123,11 @@ pub(crate) fn flood(ns: &Netns, link: Link, cpu: Option<usize>, shared: &Flood) 
         return Err(format!("packet socket: {}", io::Error::last_os_error()));
     }
     let _close = CloseFd(fd);
-    let one: libc::c_int = 1;
-    let sndbuf: libc::c_int = 4 << 20;
-    // SAFETY: a valid socket and int options. Best effort: both only save time.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
-            libc::PACKET_QDISC_BYPASS,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&raw const sndbuf).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // SAFETY: `fd` stays open (closed by `_close`) while the borrow is used.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // Best effort: both only save time.
+    let _ = teredo_net::sockopt::set_int(borrowed, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    let _ = teredo_net::sockopt::set_int(borrowed, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
     // SAFETY: plain old data; zero is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;

@@ -44,10 +44,9 @@ use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayTy
 
 /// Datagrams per receive call.
 const BATCH: usize = 64;
-/// Room per output of the state machines (RSs, bubbles, echo tests, ICMPv6 errors of at
-/// most 1280 bytes, released queued packets of at most a peer's 1280-byte queue).
-const OUTPUT_SIZE: usize = 4096;
-/// Room per batch slot: a UDP GRO burst of one peer, or a TUN packet, is at most 64 KiB.
+/// Room per batch slot: a UDP GRO burst of one peer, a TUN packet, or an output of the state
+/// machines (RSs, bubbles, echo tests, ICMPv6 errors, released queued packets) is at most
+/// 64 KiB.
 /// Slots are allocated zeroed, so only the pages written are ever resident.
 const SLOT_SIZE: usize = 65536;
 /// TUN packets read per wake-up before the socket gets its turn.
@@ -523,7 +522,6 @@ fn serve(args: &RunArgs, p: Prepared, detached: &mut Option<detach::Detached>) -
                 tx.set_segmentation(true);
                 tx
             },
-            buf: vec![0u8; OUTPUT_SIZE],
             solicit: solicit.clone(),
         };
         worker.offload = worker.tun.offloads().then(|| {
@@ -618,7 +616,6 @@ struct Totals {
     echo_tests: u64,
     unreachables: u64,
     dropped: u64,
-    peers: u64,
     /// The peers of each worker, in worker order.
     peers_per_worker: Vec<u64>,
     socket_refused: u64,
@@ -640,7 +637,6 @@ impl Totals {
             (&mut self.echo_tests, o.echo_tests),
             (&mut self.unreachables, o.unreachables),
             (&mut self.dropped, o.dropped),
-            (&mut self.peers, o.peers),
             (&mut self.socket_refused, o.socket_refused),
             (&mut self.tun_refused, o.tun_refused),
         ] {
@@ -680,7 +676,7 @@ impl Totals {
             self.echo_tests,
             self.unreachables,
             self.dropped,
-            self.peers,
+            self.peers_per_worker.iter().sum::<u64>(),
             self.socket_refused,
             self.tun_refused
         )
@@ -703,7 +699,6 @@ struct Worker {
     server: Option<Ipv4Addr>,
     rx: RecvBatch,
     tx: SendBatch,
-    buf: Vec<u8>,
     /// The TUN's offloads, when the kernel granted them.
     offload: Option<Offload>,
     /// Packets the TUN refused to take (write errors).
@@ -931,22 +926,31 @@ impl Worker {
         self.transmit(now);
     }
 
-    /// Everything the state machines want to send.
+    /// Everything the state machines want to send, written straight into the send batch
+    /// (bubbles to many new peers, released queues: one sendmmsg for a batch, not one
+    /// system call each); what goes to the TUN is written from its slot.
     fn transmit(&mut self, now: Instant) {
-        while let Some(t) = self.client.as_mut().and_then(|c| c.poll_transmit(now, &mut self.buf)) {
-            let _ = self.udp.send_to(&self.buf[..t.len], &t.dst.into());
-        }
-        while let Some(t) = self.tunnel.poll_transmit(now, &mut self.buf) {
+        loop {
+            if self.tx.is_full() {
+                let _ = self.tx.flush(self.udp.as_fd());
+            }
+            let Some(slot) = self.tx.next_buf() else { break };
+            if let Some(t) = self.client.as_mut().and_then(|c| c.poll_transmit(now, slot)) {
+                self.tx.commit(t.len, t.dst);
+                continue;
+            }
+            let Some(t) = self.tunnel.poll_transmit(now, slot) else { break };
             match t.dest {
-                Destination::Udp(to) => {
-                    let _ = self.udp.send_to(&self.buf[..t.len], &to.into());
-                }
+                Destination::Udp(to) => self.tx.commit(t.len, to),
                 Destination::Tun => {
-                    if self.tun.send(&self.buf[..t.len]).is_err() {
+                    if self.tun.send(&slot[..t.len]).is_err() {
                         self.tun_write_errors += 1;
                     }
                 }
             }
+        }
+        if !self.tx.is_empty() {
+            let _ = self.tx.flush(self.udp.as_fd());
         }
     }
 
@@ -1053,7 +1057,6 @@ impl Worker {
             echo_tests: s.echo_tests_sent,
             unreachables: s.unreachables_sent,
             dropped: s.drops.total(),
-            peers: self.tunnel.peers().len() as u64,
             peers_per_worker: vec![self.tunnel.peers().len() as u64],
             socket_refused: self.tx.dropped(),
             tun_refused: self.tun_write_errors,

@@ -15,7 +15,6 @@ mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use teredo_lab::miredo::{self, IFACE};
 use teredo_lab::{Daemon, Lab, Server};
@@ -23,25 +22,10 @@ use teredo_lab::{Daemon, Lab, Server};
 /// Our binary.
 pub(crate) const TEREDO: &str = env!("CARGO_BIN_EXE_teredo");
 
-/// What a lab test returns.
-pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
 /// The programs the tests with a Miredo client need beyond the lab's own.
 pub(crate) const MIREDO_NEEDS: &[&str] = &["miredo", "miredo-server", "tshark"];
 
-/// The bound on every wait for qualification or for a first ping (Miredo qualifies in
-/// about 0.12 s here).
-pub(crate) const WAIT: Duration = Duration::from_secs(20);
-
-/// Returns `Err(message)` from the test when `cond` is false.
-#[macro_export]
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+).into());
-        }
-    };
-}
+pub(crate) use teredo_lab::{TestResult, WAIT, ensure};
 
 /// Starts `teredo server` on the lab server with the lab's `miredo-server.conf` and
 /// Miredo's flags (`-f -c CONF -p PIDFILE`, then `extra`), and waits until it listens on
