@@ -24,13 +24,10 @@
 
 use std::net::Ipv6Addr;
 
+use teredo_proto::address::{LINK_LOCAL_CONE, LINK_LOCAL_RESTRICTED};
+
 use crate::ifconfig::{ConfigError, InterfaceConfig, Ipv6Prefix, Route};
 
-/// Miredo's link-local address for a Teredo interface (fe80::ffff:ffff:ffff).
-pub const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xffff, 0xffff, 0xffff);
-/// The link-local address Miredo uses when the Teredo address has the cone bit
-/// (fe80::8000:5445:5245:444f, "TEREDO" in ASCII).
-pub const CONE_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x8000, 0x5445, 0x5245, 0x444f);
 /// Prefix length of the Teredo address on the interface (see the module comment).
 pub const ADDRESS_PREFIX_LEN: u8 = 32;
 /// Metric of the client's default route (Miredo's client hook).
@@ -41,7 +38,7 @@ pub const RELAY_ROUTE_METRIC: u32 = 1024;
 /// The link-local address Miredo pairs with a Teredo address: the cone one when the
 /// address's flags (RFC 4380 §4, bits 64–79) have the cone bit 0x8000.
 pub fn link_local_for(address: Ipv6Addr) -> Ipv6Addr {
-    if address.segments()[4] & 0x8000 != 0 { CONE_LINK_LOCAL } else { LINK_LOCAL }
+    if address.segments()[4] & 0x8000 != 0 { LINK_LOCAL_CONE } else { LINK_LOCAL_RESTRICTED }
 }
 
 /// What the interface currently carries, as far as we configured it.
@@ -248,10 +245,10 @@ mod tests {
 
     #[test]
     fn cone_link_local() {
-        assert_eq!(link_local_for(a("2001:0:c000:201:8000:63bf:3fff:fdd2")), CONE_LINK_LOCAL);
-        assert_eq!(link_local_for(a("2001:0:c000:201:4000:63bf:3fff:fdd2")), LINK_LOCAL);
-        assert_eq!(CONE_LINK_LOCAL.to_string(), "fe80::8000:5445:5245:444f");
-        assert_eq!(LINK_LOCAL.to_string(), "fe80::ffff:ffff:ffff");
+        assert_eq!(link_local_for(a("2001:0:c000:201:8000:63bf:3fff:fdd2")), LINK_LOCAL_CONE);
+        assert_eq!(link_local_for(a("2001:0:c000:201:4000:63bf:3fff:fdd2")), LINK_LOCAL_RESTRICTED);
+        assert_eq!(LINK_LOCAL_CONE.to_string(), "fe80::8000:5445:5245:444f");
+        assert_eq!(LINK_LOCAL_RESTRICTED.to_string(), "fe80::ffff:ffff:ffff");
         // Switching between cone and non-cone addresses replaces the link-local too.
         let mut c = ClientInterface::new(Fake::default(), 1);
         c.up(a("2001:0:c000:201:8000:63bf:3fff:fdd2"), 1280).unwrap();

@@ -13,6 +13,8 @@
 //! - [`nonce`]: keyed tokens (RS nonces, echo-test tokens, bubble tokens);
 //! - [`time`]: the instants the caller passes in;
 //! - [`client`]: the client's qualification and maintenance (RFC 4380 §5.2.1, §5.2.5);
+//! - [`endpoint`]: a client's qualification and data path held together;
+//! - [`status`]: the status snapshots of the three roles, with named counters;
 //! - [`peers`]: the list of recent peers shared by the client and the relay, with its
 //!   packet queues (RFC 4380 §5.2, §5.2.6, §5.4);
 //! - [`tunnel`]: the data path of a client and of a relay (RFC 4380 §5.2.3, §5.2.4,
@@ -26,12 +28,14 @@
 pub mod address;
 pub mod checksum;
 pub mod client;
+pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod nonce;
 pub mod offload;
 pub mod peers;
 pub mod server;
+pub mod status;
 pub mod time;
 pub mod tunnel;
 pub mod wire;

@@ -13,16 +13,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use crate::address::{self, TeredoAddress};
 use crate::wire::icmpv6::{Icmpv6, Icmpv6Repr, Message, PrefixInformation};
-use crate::wire::ipv6::NEXT_HEADER_ICMPV6;
+use crate::wire::ipv6::{ALL_ROUTERS, NEXT_HEADER_ICMPV6};
 use crate::wire::{Authentication, Malformed, OriginIndication, PacketKind, TeredoPacket, encap};
 
 /// The largest ICMPv6 payload the server relays between clients (Miredo's limit, which
 /// keeps the server from becoming an open relay; Microsoft's servers do the same). Bubbles
 /// are always relayed.
 pub const MAX_RELAYED_PAYLOAD: u16 = 88;
-
-/// The all-routers multicast address a client sends its RS to.
-pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 /// Retransmission timer advertised in RAs, in milliseconds (Miredo and Windows servers).
 pub const RA_RETRANS_TIMER_MS: u32 = 2000;
@@ -332,6 +329,44 @@ fn is_global_unicast_v6(a: &Ipv6Addr) -> bool {
         || a.to_ipv4_mapped().is_some())
 }
 
+impl DropReason {
+    /// How many kinds of reason there are (the inner kind of malformation is not told
+    /// apart).
+    pub const COUNT: usize = 11;
+
+    /// The reason's index in [`ServerStats::drops`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Malformed(_) => 0,
+            Self::NotBubbleOrIcmpv6 => 1,
+            Self::SourceNotGlobal => 2,
+            Self::SourceCheck => 3,
+            Self::FromSelf => 4,
+            Self::NotRouterSolicitation => 5,
+            Self::DestinationNotGlobal => 6,
+            Self::DestinationNotGlobalIpv4 => 7,
+            Self::NotRelayable => 8,
+            Self::BadChecksum => 9,
+            Self::BufferTooSmall => 10,
+        }
+    }
+}
+
+/// The counter name of each [`DropReason`], by [`DropReason::index`].
+const DROP_NAMES: [&str; DropReason::COUNT] = [
+    "dropped_malformed",
+    "dropped_not_bubble_or_icmpv6",
+    "dropped_source_not_global",
+    "dropped_source_check",
+    "dropped_from_self",
+    "dropped_not_router_solicitation",
+    "dropped_destination_not_global",
+    "dropped_destination_not_global_ipv4",
+    "dropped_not_relayable",
+    "dropped_bad_checksum",
+    "dropped_buffer_too_small",
+];
+
 /// Counts of what the server did, indexed like [`Action`] and [`DropReason`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStats {
@@ -347,6 +382,8 @@ pub struct ServerStats {
     pub malformed: u64,
     /// Other drops (source checks, loop guard, not relayable...).
     pub dropped: u64,
+    /// Drops by [`DropReason::index`] (malformed ones included).
+    pub drops: [u64; DropReason::COUNT],
 }
 
 impl ServerStats {
@@ -357,8 +394,13 @@ impl ServerStats {
             Action::SendUdp { advertisement: true, .. } => self.advertisements += 1,
             Action::SendUdp { advertisement: false, .. } => self.relayed_udp += 1,
             Action::SendIpv6 { .. } => self.relayed_ipv6 += 1,
-            Action::Drop(DropReason::Malformed(_)) => self.malformed += 1,
-            Action::Drop(_) => self.dropped += 1,
+            Action::Drop(r) => {
+                self.drops[r.index()] += 1;
+                match r {
+                    DropReason::Malformed(_) => self.malformed += 1,
+                    _ => self.dropped += 1,
+                }
+            }
         }
     }
 
@@ -370,6 +412,23 @@ impl ServerStats {
         self.relayed_ipv6 += o.relayed_ipv6;
         self.malformed += o.malformed;
         self.dropped += o.dropped;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+    }
+
+    /// The counters by name (see [`crate::status`]).
+    pub fn counters(&self) -> crate::status::Counters {
+        let mut c = vec![
+            ("received", self.received),
+            ("advertisements", self.advertisements),
+            ("relayed_udp", self.relayed_udp),
+            ("relayed_ipv6", self.relayed_ipv6),
+            ("malformed", self.malformed),
+            ("dropped", self.dropped),
+        ];
+        c.extend(DROP_NAMES.iter().zip(self.drops).map(|(n, v)| (*n, v)));
+        c
     }
 }
 

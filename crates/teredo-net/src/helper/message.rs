@@ -41,7 +41,7 @@ const KIND_DOWN: u8 = 2;
 const KIND_REPLY: u8 = 0x80;
 
 /// The smallest MTU the helper applies (IPv6's minimum link MTU, RFC 8200 §5).
-pub const MIN_MTU: u16 = 1280;
+pub use teredo_proto::wire::ipv6::MIN_MTU;
 
 /// What the worker asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,9 +232,6 @@ fn check_head(b: &[u8]) -> Result<(), MessageError> {
     Ok(())
 }
 
-/// The Teredo prefix the helper accepts addresses from (RFC 4380 §2.6: 2001:0000::/32).
-pub const TEREDO_PREFIX: (u16, u16) = (0x2001, 0x0000);
-
 /// Checks an Up request: the address must be inside 2001::/32 and not multicast (the
 /// second is implied by the first, and checked anyway), the MTU ≥ 1280 (≤ 65535 by its
 /// type). Miredo 1.2.6 only checked "not multicast, MTU ≥ 1280", which let a compromised
@@ -244,7 +241,7 @@ pub fn validate_up(address: Ipv6Addr, mtu: u16) -> Result<(), Refusal> {
     if address.is_multicast() {
         return Err(Refusal::Multicast);
     }
-    if (s[0], s[1]) != TEREDO_PREFIX {
+    if (u32::from(s[0]) << 16 | u32::from(s[1])) != teredo_proto::address::TEREDO_PREFIX {
         return Err(Refusal::NotTeredo);
     }
     if mtu < MIN_MTU {

@@ -64,7 +64,7 @@ use crate::nonce::TokenKey;
 use crate::time::Instant;
 use crate::wire::{OriginIndication, PacketKind, TeredoPacket};
 
-pub use qualification::{ALL_ROUTERS, MIN_MTU, RS_LEN, Rejection};
+pub use qualification::{RS_LEN, Rejection};
 
 /// The default refresh interval: 30 s (RFC 4380 §5.2; RFC 6081 §5.1.1 "the default MUST
 /// be 30 seconds").
@@ -230,6 +230,22 @@ pub struct Stats {
     pub mapping_changes: u64,
     /// Events dropped because the caller did not poll them.
     pub events_dropped: u64,
+}
+
+impl Stats {
+    /// The counters by name (see [`crate::status`]).
+    pub fn counters(&self) -> crate::status::Counters {
+        vec![
+            ("rs_sent", self.rs_sent),
+            ("ra_accepted", self.ra_accepted),
+            ("ra_rejected", self.ra_rejected),
+            ("rs_timeouts", self.timeouts),
+            ("qualified", self.up),
+            ("lost", self.down),
+            ("mapping_changes", self.mapping_changes),
+            ("events_dropped", self.events_dropped),
+        ]
+    }
 }
 
 /// One solicitation exchange: an RS is due, or one was sent and waits for its RA.

@@ -9,24 +9,17 @@
 //! header that carries no client identifier and no authentication value, only a nonce.
 //! No origin indication.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::address::{LINK_LOCAL_RESTRICTED, Prefix, TEREDO_PORT, is_global_unicast};
 use crate::nonce::constant_time_eq;
 use crate::wire::icmpv6::{Icmpv6, Icmpv6Repr, Message, NdOption};
+use crate::wire::ipv6::{ALL_ROUTERS, MIN_MTU};
 use crate::wire::{Authentication, BufferTooSmall, OriginIndication, TeredoPacket, encap};
-
-/// The all-routers link-local multicast address, destination of a solicitation
-/// (RFC 4861 §4.1, RFC 4380 §5.2.1).
-pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 /// The length of the UDP payload of a router solicitation: a 13-byte authentication
 /// header, a 40-byte IPv6 header and an 8-byte ICMPv6 solicitation.
 pub const RS_LEN: usize = 13 + 40 + 8;
-
-/// The smallest MTU an advertisement may announce, and the MTU without an MTU option
-/// (RFC 8200 §5; RFC 4380 §5.2.1 via Miredo: 1280..=65535).
-pub const MIN_MTU: u16 = 1280;
 
 /// Why a router advertisement (or another packet that looked like an answer to a
 /// solicitation) was ignored. Cheap to copy; meant for counters and status output.

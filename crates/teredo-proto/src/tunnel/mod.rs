@@ -242,79 +242,56 @@ pub enum DropReason {
     RelayNotVerified,
 }
 
-/// A counter per [`DropReason`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(missing_docs)] // one field per DropReason variant, documented there
-pub struct DropCounts {
-    pub malformed: u64,
-    pub multicast: u64,
-    pub not_qualified: u64,
-    pub source_not_teredo: u64,
-    pub not_teredo_destination: u64,
-    pub destination_not_global: u64,
-    pub table_full: u64,
-    pub queue_full: u64,
-    pub queue_budget: u64,
-    pub peer_unreachable: u64,
-    pub link_local_source: u64,
-    pub wrong_destination: u64,
-    pub not_teredo_source: u64,
-    pub unknown_peer: u64,
-    pub mapping_mismatch: u64,
-    pub test_rate_limited: u64,
-    pub relay_not_verified: u64,
+impl DropReason {
+    /// Every reason, in the order of [`DropCounts`].
+    pub const ALL: [Self; 17] = [
+        Self::Malformed,
+        Self::Multicast,
+        Self::NotQualified,
+        Self::SourceNotTeredo,
+        Self::NotTeredoDestination,
+        Self::DestinationNotGlobal,
+        Self::TableFull,
+        Self::QueueFull,
+        Self::QueueBudget,
+        Self::PeerUnreachable,
+        Self::LinkLocalSource,
+        Self::WrongDestination,
+        Self::NotTeredoSource,
+        Self::UnknownPeer,
+        Self::MappingMismatch,
+        Self::TestRateLimited,
+        Self::RelayNotVerified,
+    ];
+
+    /// The reason's counter name: `dropped_<reason>`.
+    pub fn counter_name(self) -> &'static str {
+        DROP_NAMES[self as usize]
+    }
 }
+
+/// A counter per [`DropReason`], indexed by the reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
 
 impl DropCounts {
     fn slot(&mut self, r: DropReason) -> &mut u64 {
-        match r {
-            DropReason::Malformed => &mut self.malformed,
-            DropReason::Multicast => &mut self.multicast,
-            DropReason::NotQualified => &mut self.not_qualified,
-            DropReason::SourceNotTeredo => &mut self.source_not_teredo,
-            DropReason::NotTeredoDestination => &mut self.not_teredo_destination,
-            DropReason::DestinationNotGlobal => &mut self.destination_not_global,
-            DropReason::TableFull => &mut self.table_full,
-            DropReason::QueueFull => &mut self.queue_full,
-            DropReason::QueueBudget => &mut self.queue_budget,
-            DropReason::PeerUnreachable => &mut self.peer_unreachable,
-            DropReason::LinkLocalSource => &mut self.link_local_source,
-            DropReason::WrongDestination => &mut self.wrong_destination,
-            DropReason::NotTeredoSource => &mut self.not_teredo_source,
-            DropReason::UnknownPeer => &mut self.unknown_peer,
-            DropReason::MappingMismatch => &mut self.mapping_mismatch,
-            DropReason::TestRateLimited => &mut self.test_rate_limited,
-            DropReason::RelayNotVerified => &mut self.relay_not_verified,
-        }
+        &mut self.0[r as usize]
     }
 
     /// The count for `r`.
     pub fn get(&self, r: DropReason) -> u64 {
-        *self.clone().slot(r)
+        self.0[r as usize]
     }
 
     /// The sum of every count.
     pub fn total(&self) -> u64 {
-        let all = [
-            self.malformed,
-            self.multicast,
-            self.not_qualified,
-            self.source_not_teredo,
-            self.not_teredo_destination,
-            self.destination_not_global,
-            self.table_full,
-            self.queue_full,
-            self.queue_budget,
-            self.peer_unreachable,
-            self.link_local_source,
-            self.wrong_destination,
-            self.not_teredo_source,
-            self.unknown_peer,
-            self.mapping_mismatch,
-            self.test_rate_limited,
-            self.relay_not_verified,
-        ];
-        all.iter().sum()
+        self.0.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r)))
     }
 }
 
@@ -356,6 +333,54 @@ pub struct Stats {
     /// Drops, by reason.
     pub drops: DropCounts,
 }
+
+impl Stats {
+    /// The counters by name, the drops as `dropped_<reason>` (see [`crate::status`]).
+    pub fn counters(&self) -> crate::status::Counters {
+        let mut c = vec![
+            ("sent", self.sent),
+            ("queued_out", self.queued_out),
+            ("delivered", self.delivered),
+            ("queued_in", self.queued_in),
+            ("bubbles_received", self.bubbles_received),
+            ("echo_verified", self.echo_verified),
+            ("bubbles_sent", self.bubbles_sent),
+            ("reply_bubbles_sent", self.reply_bubbles_sent),
+            ("echo_tests_sent", self.echo_tests_sent),
+            ("peers_trusted", self.peers_trusted),
+            ("released_out", self.released_out),
+            ("released_in", self.released_in),
+            ("unreachables_sent", self.unreachables_sent),
+            ("unreachables_rate_limited", self.unreachables_rate_limited),
+            ("output_dropped", self.output_dropped),
+            ("accepted_unrecorded", self.accepted_unrecorded),
+            ("dropped", self.drops.total()),
+        ];
+        c.extend(self.drops.iter().map(|(r, n)| (r.counter_name(), n)));
+        c
+    }
+}
+
+/// `dropped_<reason>` for every [`DropReason`], in its order.
+const DROP_NAMES: [&str; DropReason::ALL.len()] = [
+    "dropped_malformed",
+    "dropped_multicast",
+    "dropped_not_qualified",
+    "dropped_source_not_teredo",
+    "dropped_not_teredo_destination",
+    "dropped_destination_not_global",
+    "dropped_table_full",
+    "dropped_queue_full",
+    "dropped_queue_budget",
+    "dropped_peer_unreachable",
+    "dropped_link_local_source",
+    "dropped_wrong_destination",
+    "dropped_not_teredo_source",
+    "dropped_unknown_peer",
+    "dropped_mapping_mismatch",
+    "dropped_test_rate_limited",
+    "dropped_relay_not_verified",
+];
 
 /// What to do with a packet read from the TUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +439,16 @@ enum Pending {
     Unreachable { code: u8, src: Ipv6Addr, dst: Ipv6Addr, invoking: Box<[u8]> },
 }
 
+/// The role with its own state: a client's link exists only for a client, so that a
+/// relay with a server link cannot be represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A client, with its link once qualified.
+    Client(Option<Link>),
+    /// A relay.
+    Relay(RelayConfig),
+}
+
 /// A client's address once qualified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Link {
@@ -452,12 +487,11 @@ impl RateLimit {
 /// The data path of a client or a relay (see the module comment).
 #[derive(Debug)]
 pub struct Tunnel {
-    role: Role,
+    mode: Mode,
     key: TokenKey,
     echo_id: u16,
     limits: Limits,
     peers: PeerTable,
-    link: Option<Link>,
     pending: VecDeque<Pending>,
     /// Peers to probe again, in deadline order (every deadline is "now + 2 s").
     retries: VecDeque<(Instant, Ipv6Addr)>,
@@ -472,13 +506,16 @@ impl Tunnel {
     pub fn new(role: Role, key: TokenKey, limits: Limits, now: Instant) -> Result<Self, AllocationFailed> {
         let peers = PeerTable::new(limits.peers, key.hash_key("teredo peer table"), now)?;
         let id = key.hash_key("teredo echo identifier");
+        let mode = match role {
+            Role::Client => Mode::Client(None),
+            Role::Relay(c) => Mode::Relay(c),
+        };
         Ok(Self {
-            role,
+            mode,
             echo_id: u16::from_be_bytes([id[0], id[1]]),
             key,
             limits,
             peers,
-            link: None,
             pending: VecDeque::new(),
             retries: VecDeque::new(),
             unreachables: RateLimit::new(limits.unreachables_per_second),
@@ -491,25 +528,25 @@ impl Tunnel {
     /// address empties the list of peers, whose entries were made for the old one (RFC
     /// 4380 §5.2.5, as Miredo does). Ignored for a relay.
     pub fn set_qualified(&mut self, now: Instant, address: Ipv6Addr, server: Ipv4Addr) {
-        if self.role != Role::Client {
-            return;
-        }
+        let Mode::Client(current) = self.mode else { return };
         let o = address.octets();
         let link = Link {
             address,
             prefix: [o[0], o[1], o[2], o[3]],
             server: SocketAddrV4::new(server, TEREDO_PORT),
         };
-        if self.link != Some(link) {
+        if current != Some(link) {
             self.clear(now);
-            self.link = Some(link);
+            self.mode = Mode::Client(Some(link));
         }
     }
 
     /// A client lost its qualification: forget the address and every peer.
     pub fn reset(&mut self, now: Instant) {
         self.clear(now);
-        self.link = None;
+        if let Mode::Client(link) = &mut self.mode {
+            *link = None;
+        }
     }
 
     fn clear(&mut self, now: Instant) {
@@ -520,12 +557,23 @@ impl Tunnel {
 
     /// The client's Teredo address while qualified.
     pub fn address(&self) -> Option<Ipv6Addr> {
-        self.link.map(|l| l.address)
+        self.link().map(|l| l.address)
+    }
+
+    /// A client's link while qualified; always `None` for a relay.
+    fn link(&self) -> Option<Link> {
+        match self.mode {
+            Mode::Client(l) => l,
+            Mode::Relay(_) => None,
+        }
     }
 
     /// The role.
-    pub fn role(&self) -> &Role {
-        &self.role
+    pub fn role(&self) -> Role {
+        match self.mode {
+            Mode::Client(_) => Role::Client,
+            Mode::Relay(c) => Role::Relay(c),
+        }
     }
 
     /// The list of peers.
@@ -536,6 +584,19 @@ impl Tunnel {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// A relay's snapshot at `now`, with up to [`crate::status::MAX_PEER_LIST`] peers
+    /// listed when `peers`; `None` for a client (its snapshot is the endpoint's).
+    pub fn relay_status(&self, now: Instant, peers: bool) -> Option<crate::status::RelayStatus> {
+        let Mode::Relay(c) = self.mode else { return None };
+        let max = if peers { crate::status::MAX_PEER_LIST } else { 0 };
+        Some(crate::status::RelayStatus {
+            prefix: c.prefix,
+            peers: self.peers.len(),
+            peer_list: crate::status::list_peers(&self.peers, now, max),
+            counters: self.stats.counters(),
+        })
     }
 
     /// The next instant at which [`Tunnel::handle_timeout`] has work.
@@ -604,7 +665,7 @@ impl Tunnel {
                 Some(Transmit { dest: Destination::Udp(to), len })
             }
             Pending::Echo { dst, seq } => {
-                let link = self.link?;
+                let link = self.link()?;
                 let data = self.key.echo_token(&link.address, &dst, self.echo_id, seq, now.as_secs());
                 let echo = Echo { identifier: self.echo_id, sequence: seq, data: &data };
                 let len =
@@ -650,10 +711,10 @@ impl Tunnel {
             self.stats.unreachables_rate_limited += 1;
             return;
         }
-        let from = match (self.role, self.link) {
-            (Role::Relay(c), _) => c.unreachable_source.unwrap_or(dst),
-            (Role::Client, Some(l)) => l.address,
-            (Role::Client, None) => LINK_LOCAL_RESTRICTED,
+        let from = match self.mode {
+            Mode::Relay(c) => c.unreachable_source.unwrap_or(dst),
+            Mode::Client(Some(l)) => l.address,
+            Mode::Client(None) => LINK_LOCAL_RESTRICTED,
         };
         let cut = packet.len().min(MAX_ERROR_LEN - 8);
         let invoking = packet.get(..cut).unwrap_or_default().into();
@@ -663,9 +724,9 @@ impl Tunnel {
     /// The prefix whose addresses are Teredo peers: the own prefix of a client, the
     /// relay's prefix.
     fn teredo_prefix(&self) -> Option<[u8; 4]> {
-        match (self.role, self.link) {
-            (Role::Relay(c), _) => Some(c.prefix.to_be_bytes()),
-            (Role::Client, l) => l.map(|l| l.prefix),
+        match self.mode {
+            Mode::Relay(c) => Some(c.prefix.to_be_bytes()),
+            Mode::Client(l) => l.map(|l| l.prefix),
         }
     }
 
@@ -678,8 +739,8 @@ impl Tunnel {
             let t = TeredoAddress::from_octets(&o);
             let direct = SocketAddrV4::new(t.mapped_addr, t.mapped_port);
             let indirect = SocketAddrV4::new(t.server, TEREDO_PORT);
-            let (src, send_direct) = match (self.role, self.link) {
-                (Role::Relay(c), _) => {
+            let (src, send_direct) = match self.mode {
+                Mode::Relay(c) => {
                     let iid = self.key.bubble_interface_id(t.mapped_addr, t.mapped_port);
                     let mut a = [0u8; 16];
                     a[0] = 0xfe;
@@ -687,8 +748,8 @@ impl Tunnel {
                     a[8..].copy_from_slice(&iid);
                     (Ipv6Addr::from(a), !c.cone)
                 }
-                (Role::Client, Some(l)) => (l.address, true),
-                (Role::Client, None) => return,
+                Mode::Client(Some(l)) => (l.address, true),
+                Mode::Client(None) => return,
             };
             if send_direct {
                 self.push(Pending::Bubble { src, dst: peer, to: direct });
@@ -725,7 +786,7 @@ impl Tunnel {
                         dropped.push(packet.into());
                     }
                 });
-                self.stats.drops.peer_unreachable += n as u64;
+                *self.stats.drops.slot(DropReason::PeerUnreachable) += n as u64;
                 for packet in dropped {
                     self.unreachable(now, crate::wire::icmpv6::UNREACH_ADDRESS, &packet);
                 }

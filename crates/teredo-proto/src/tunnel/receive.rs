@@ -5,7 +5,7 @@
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::ops::Range;
 
-use super::{DropReason, Link, Pending, Role, Tunnel, UdpVerdict};
+use super::{DropReason, Link, Mode, Pending, Tunnel, UdpVerdict};
 use crate::address::{TeredoAddress, is_global_unicast};
 use crate::peers::{ProbeCheck, QueueError, Queued};
 use crate::time::Instant;
@@ -31,20 +31,33 @@ impl Tunnel {
         let Ok(packet) = TeredoPacket::parse(datagram) else {
             return self.drop_udp(DropReason::Malformed);
         };
+        self.handle_packet(now, from, datagram.len(), &packet)
+    }
+
+    /// [`Tunnel::handle_datagram`] for a datagram of `len` bytes that the caller parsed
+    /// already (the client endpoint routes on the parse): the verdict's range is within
+    /// that datagram.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        len: usize,
+        packet: &TeredoPacket<'_>,
+    ) -> UdpVerdict {
         if packet.trailers.check().is_err() {
             return self.drop_udp(DropReason::Malformed);
         }
         let ip = packet.ipv6;
-        let start = datagram.len() - ip.bytes().len() - packet.trailers.as_bytes().len();
+        let start = len.saturating_sub(ip.bytes().len() + packet.trailers.as_bytes().len());
         let range = start..start + ip.bytes().len();
         let h = ip.header();
         if h.dst_octets()[0] == 0xff {
             return self.drop_udp(DropReason::Multicast);
         }
-        match (self.role, self.link) {
-            (Role::Relay(c), _) => self.relay_receive(now, from, &ip, range, c.prefix.to_be_bytes()),
-            (Role::Client, Some(link)) => self.client_receive(now, from, &packet, range, link),
-            (Role::Client, None) => self.drop_udp(DropReason::NotQualified),
+        match self.mode {
+            Mode::Relay(c) => self.relay_receive(now, from, &ip, range, c.prefix.to_be_bytes()),
+            Mode::Client(Some(link)) => self.client_receive(now, from, packet, range, link),
+            Mode::Client(None) => self.drop_udp(DropReason::NotQualified),
         }
     }
 

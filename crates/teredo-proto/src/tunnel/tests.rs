@@ -339,7 +339,7 @@ fn bubbles_are_rate_limited_then_unreachable() {
     // 8 packets queued (one per second until the 4th pair + 2 s), every later one refused.
     assert_eq!(s.queued_out, 8);
     assert_eq!(s.unreachables_sent as usize, tun.len());
-    assert_eq!(s.drops.peer_unreachable, 8 + 13);
+    assert_eq!(s.drops.get(DropReason::PeerUnreachable), 8 + 13);
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn inbound_from_an_unverified_relay_waits_for_the_echo_test() {
     assert_eq!(a.handle_datagram(secs(2), other, &buf[..n]), UdpVerdict::Consumed);
     assert_eq!(a.peers().get(&NATIVE).unwrap().mapping(), Some(other));
     assert!(drain(&mut a, secs(2)).is_empty());
-    assert_eq!(a.stats().drops.relay_not_verified, 2);
+    assert_eq!(a.stats().drops.get(DropReason::RelayNotVerified), 2);
     // From the verified relay, delivered.
     assert!(matches!(a.handle_datagram(secs(3), other, &p), UdpVerdict::Deliver { .. }));
     // A destination unreachable from the host carrying our echo request also verifies.
@@ -547,7 +547,7 @@ fn relay_drops_inbound_from_unknown_peers_and_never_creates_peers() {
         r.handle_datagram(secs(1), m, &data(teredo(m, 0), NATIVE, 10, 0));
     }
     assert!(r.peers().is_empty());
-    assert_eq!(r.stats().drops.unknown_peer, 501);
+    assert_eq!(r.stats().drops.get(DropReason::UnknownPeer), 501);
     // Outbound traffic creates the entry; then the client's answer is accepted.
     assert_eq!(r.handle_tun_packet(secs(2), &data(NATIVE, b_addr(), 10, 1)), TunVerdict::Queued);
     let out = drain(&mut r, secs(2));
@@ -620,7 +620,7 @@ fn queue_is_bounded_and_flushed_in_arrival_order() {
         drain(&mut c, secs(1));
     }
     assert_eq!(queued, 50);
-    assert_eq!(c.stats().drops.queue_budget, 149);
+    assert_eq!(c.stats().drops.get(DropReason::QueueBudget), 149);
     assert!(c.peers().queued_bytes() <= limits.peers.queue_bytes_total);
 }
 

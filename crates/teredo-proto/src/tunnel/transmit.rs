@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 
 use zerocopy::FromBytes;
 
-use super::{DropReason, Role, TunVerdict, Tunnel};
+use super::{DropReason, Mode, TunVerdict, Tunnel};
 use crate::address::{TeredoAddress, is_global_unicast};
 use crate::peers::{ProbeCheck, QueueError, Queued};
 use crate::time::Instant;
@@ -28,7 +28,7 @@ impl Tunnel {
         if dst.is_multicast() {
             return self.drop_tun(DropReason::Multicast);
         }
-        if self.role == Role::Client && self.link.is_none() {
+        if self.mode == Mode::Client(None) {
             self.unreachable(now, UNREACH_ADDRESS, packet);
             return self.drop_tun(DropReason::NotQualified);
         }
@@ -53,12 +53,12 @@ impl Tunnel {
         let o = dst.octets();
         let prefix = self.teredo_prefix().unwrap_or_default();
         if o[..4] != prefix {
-            match self.role {
-                Role::Relay(_) => {
+            match self.mode {
+                Mode::Relay(_) => {
                     self.unreachable(now, UNREACH_ADDRESS, packet);
                     return self.drop_tun(DropReason::NotTeredoDestination);
                 }
-                Role::Client => {
+                Mode::Client(_) => {
                     if h.src_octets()[..4] != prefix {
                         self.unreachable(now, UNREACH_ADMIN_PROHIBITED, packet);
                         return self.drop_tun(DropReason::SourceNotTeredo);

@@ -18,6 +18,14 @@ pub const NO_NEXT_HEADER: u8 = 59;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 40;
 
+/// The all-routers link-local multicast address, destination of a router solicitation
+/// (RFC 4861 §4.1, RFC 4380 §5.2.1).
+pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+
+/// IPv6's minimum link MTU (RFC 8200 §5): the smallest MTU an advertisement may announce,
+/// the MTU without an MTU option (RFC 4380 §5.2.1), the smallest `InterfaceMTU`.
+pub const MIN_MTU: u16 = 1280;
+
 /// The 40-byte IPv6 fixed header, in wire layout.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]

@@ -103,7 +103,7 @@ fn parse_unsigned(s: &str, max: u64) -> Result<u64, ValueError> {
 }
 
 /// The IPv6 minimum link MTU (RFC 8200 §5), also the default `InterfaceMTU`.
-pub const MIN_MTU: u16 = 1280;
+pub use teredo_proto::wire::ipv6::MIN_MTU;
 
 /// Parses `InterfaceMTU`: an integer as [`parse_u16`], at least [`MIN_MTU`].
 pub(crate) fn parse_mtu(s: &str) -> Result<u16, ValueError> {

@@ -24,12 +24,13 @@ use std::time::Duration;
 use clap::Args;
 use socket2::Socket;
 use teredo_net::batch::{RecvBatch, SendBatch};
-use teredo_net::client_if::{LINK_LOCAL, RELAY_ROUTE_METRIC};
+use teredo_net::client_if::RELAY_ROUTE_METRIC;
 use teredo_net::helper::{self, Helper, HelperOptions};
 use teredo_net::ifconfig::{InterfaceConfig, Ipv6Prefix, Route};
 use teredo_net::tun::{Tun, TunOptions};
 use teredo_net::udp::{bind_udp, local_v4};
 use teredo_net::{poll, privileges};
+use teredo_proto::address::LINK_LOCAL_RESTRICTED;
 use teredo_proto::client::{self, Client, Event, NatKind};
 use teredo_proto::nonce::TokenKey;
 use teredo_proto::offload::{self, Coalescer, Segments, VNET_HDR_LEN, VnetHeader};
@@ -419,7 +420,7 @@ fn configure_relay_interface(tun: &Tun, cfg: &ClientRelayConfig) -> Result<(), S
     ifc.set_mtu(idx, u32::from(cfg.interface_mtu)).map_err(|e| StartError::new(ctx("MTU"), e))?;
     ifc.set_link(idx, true).map_err(|e| StartError::new(ctx("link up"), e))?;
     let _ = ifc.flush_addresses(idx);
-    let ll = Ipv6Prefix::new(LINK_LOCAL, 64).ok_or_else(|| StartError(ctx("address")))?;
+    let ll = Ipv6Prefix::new(LINK_LOCAL_RESTRICTED, 64).ok_or_else(|| StartError(ctx("address")))?;
     ifc.add_address(idx, ll).map_err(|e| StartError::new(ctx("address"), e))?;
     let p = cfg.prefix.0.to_be_bytes();
     let prefix = Ipv6Prefix::new(

@@ -27,8 +27,8 @@ use teredo_lab::miredo::{self, IFACE};
 use teredo_lab::{Daemon, Lab, NatKind, Node, wait_until};
 use teredo_proto::address::{Flags, TEREDO_PORT, TEREDO_PREFIX, TeredoAddress, server_link_local};
 use teredo_proto::checksum;
-use teredo_proto::server::ALL_ROUTERS;
 use teredo_proto::wire::icmpv6::{Echo, Icmpv6, Icmpv6Repr, Message};
+use teredo_proto::wire::ipv6::ALL_ROUTERS;
 use teredo_proto::wire::ipv6::emit_bubble;
 use teredo_proto::wire::{Authentication, OriginIndication, TeredoPacket, encap};
 

@@ -1,0 +1,280 @@
+//! The client endpoint: one Teredo client's qualification ([`crate::client`], RFC 4380
+//! §5.2.1, §5.2.5) and data path ([`crate::tunnel`], §5.2.3–§5.2.9) held together, as
+//! quinn-proto's `Endpoint` holds its connections.
+//!
+//! The endpoint routes each datagram itself and parses it once: a qualification message
+//! (an RA, or anything with an authentication header) goes to the qualification
+//! procedure, everything else to the data path. It applies the procedure's verdicts to
+//! the data path itself (qualified with an address: [`Tunnel::set_qualified`]; lost:
+//! [`Tunnel::reset`]), so that the I/O layer only configures the interface. A relay has no
+//! endpoint: it is a [`Tunnel`] of [`Role::Relay`], with no server and no qualification.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::client::{self, Client, Event, ServerNotGlobal};
+use crate::nonce::TokenKey;
+use crate::peers::AllocationFailed;
+use crate::status::{self, ClientStatus, MAX_PEER_LIST};
+use crate::time::Instant;
+use crate::tunnel::{Destination, Limits, Role, Transmit, TunVerdict, Tunnel, UdpVerdict};
+use crate::wire::TeredoPacket;
+
+/// How many events wait for [`ClientEndpoint::poll_event`]; older ones are dropped when
+/// the caller does not drain them (the state itself is always in the snapshot).
+const EVENT_CAPACITY: usize = 16;
+
+/// Why an endpoint cannot be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// The configured server is not global unicast.
+    #[error(transparent)]
+    Server(#[from] ServerNotGlobal),
+    /// The list of peers could not be allocated.
+    #[error(transparent)]
+    Allocation(#[from] AllocationFailed),
+}
+
+/// A Teredo client: qualification and data path (see the module comment).
+#[derive(Debug)]
+pub struct ClientEndpoint {
+    client: Client,
+    tunnel: Tunnel,
+    events: VecDeque<Event>,
+}
+
+impl ClientEndpoint {
+    /// A client that starts qualifying at `now` with `config`; `key` is the process's
+    /// [`TokenKey`], `limits` bound its list of peers and outputs.
+    pub fn new(
+        config: client::Config,
+        key: TokenKey,
+        limits: Limits,
+        now: Instant,
+    ) -> Result<Self, EndpointError> {
+        let tunnel = Tunnel::new(Role::Client, key.clone(), limits, now)?;
+        let client = Client::new(config, key, now)?;
+        let mut e = Self { client, tunnel, events: VecDeque::new() };
+        e.apply(now);
+        Ok(e)
+    }
+
+    /// Decides what to do with a datagram received on the Teredo socket from `from`: a
+    /// qualification message is taken here ([`UdpVerdict::Consumed`]); anything else is the
+    /// data path's ([`Tunnel::handle_datagram`]).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddrV4, datagram: &[u8]) -> UdpVerdict {
+        let Ok(packet) = TeredoPacket::parse(datagram) else {
+            // Counted as malformed by the data path.
+            return self.tunnel.handle_datagram(now, from, datagram);
+        };
+        if self.client.handle_datagram(now, from, &packet) {
+            self.apply(now);
+            return UdpVerdict::Consumed;
+        }
+        self.tunnel.handle_packet(now, from, datagram.len(), &packet)
+    }
+
+    /// Decides what to do with an IPv6 packet read from the TUN ([`Tunnel::handle_tun_packet`]).
+    #[inline]
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) -> TunVerdict {
+        self.tunnel.handle_tun_packet(now, packet)
+    }
+
+    /// Runs the timers of both halves that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+        self.tunnel.handle_timeout(now);
+        self.apply(now);
+    }
+
+    /// The next instant at which [`ClientEndpoint::handle_timeout`] or
+    /// [`ClientEndpoint::poll_transmit`] has work (possibly in the past).
+    pub fn poll_timeout(&self) -> Instant {
+        let t = self.tunnel.poll_timeout();
+        self.client.poll_timeout().map_or(t, |c| c.min(t))
+    }
+
+    /// Whether [`ClientEndpoint::poll_transmit`] has something released by the last
+    /// datagram (see [`Tunnel::has_output`]).
+    pub fn has_output(&self) -> bool {
+        self.tunnel.has_output()
+    }
+
+    /// Writes the next output into `buf`: a router solicitation first, then what the data
+    /// path produced. Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(t) = self.client.poll_transmit(now, buf) {
+            return Some(Transmit { dest: Destination::Udp(t.dst), len: t.len });
+        }
+        self.tunnel.poll_transmit(now, buf)
+    }
+
+    /// The next event for the I/O layer, oldest first: [`Event::Up`] and [`Event::Down`]
+    /// (configure the interface; the data path already follows), [`Event::NatBehaviour`],
+    /// [`Event::ResolveServer`].
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The server's addresses, as [`Client::set_server`]: the answer to
+    /// [`Event::ResolveServer`], or a new server after a reload.
+    pub fn set_server(
+        &mut self,
+        now: Instant,
+        primary: Ipv4Addr,
+        secondary: Option<Ipv4Addr>,
+    ) -> Result<(), ServerNotGlobal> {
+        let r = self.client.set_server(now, primary, secondary);
+        self.apply(now);
+        r
+    }
+
+    /// The server's name could not be resolved ([`Client::resolution_failed`]).
+    pub fn resolution_failed(&mut self, now: Instant) {
+        self.client.resolution_failed(now);
+        self.apply(now);
+    }
+
+    /// Solicits the server at once ([`Client::solicit_now`]).
+    pub fn solicit_now(&mut self, now: Instant) {
+        self.client.solicit_now(now);
+        self.apply(now);
+    }
+
+    /// The qualification procedure.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The data path.
+    pub fn tunnel(&self) -> &Tunnel {
+        &self.tunnel
+    }
+
+    /// The snapshot at `now`, with up to [`MAX_PEER_LIST`] peers listed when `peers`.
+    pub fn status(&self, now: Instant, peers: bool) -> ClientStatus {
+        let c = &self.client;
+        let address = c.address();
+        let mut counters = c.stats().counters();
+        counters.extend(self.tunnel.stats().counters());
+        ClientStatus {
+            state: c.state(),
+            address: address.map(|a| a.to_ipv6()),
+            server: c.server(),
+            mapped: address.map(|a| SocketAddrV4::new(a.mapped_addr, a.mapped_port)),
+            nat: c.nat_kind(),
+            mtu: c.mtu(),
+            last_interaction: c.last_interaction().map(|t| now.saturating_since(t)),
+            peers: self.tunnel.peers().len(),
+            peer_list: if peers {
+                status::list_peers(self.tunnel.peers(), now, MAX_PEER_LIST)
+            } else {
+                Vec::new()
+            },
+            counters,
+        }
+    }
+
+    /// Takes the procedure's events: applies qualification and loss to the data path, and
+    /// keeps them for the I/O layer.
+    fn apply(&mut self, now: Instant) {
+        while let Some(e) = self.client.poll_event() {
+            match e {
+                Event::Up { address, .. } => {
+                    if let Some((server, _)) = self.client.server() {
+                        self.tunnel.set_qualified(now, address, server);
+                    }
+                }
+                Event::Down => self.tunnel.reset(now),
+                Event::NatBehaviour(_) | Event::ResolveServer => {}
+            }
+            if self.events.len() >= EVENT_CAPACITY {
+                self.events.pop_front();
+            }
+            self.events.push_back(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{TEREDO_PORT, TEREDO_PREFIX, TeredoAddress};
+    use crate::client::{ServerAddress, State};
+    use crate::server::{Action, Local, Server, ServerConfig};
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const SERVER2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    /// The client's mapping as the server sees it.
+    const MAPPED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000);
+
+    fn server() -> Server {
+        Server::new(ServerConfig { primary: SERVER, secondary: SERVER2, prefix: TEREDO_PREFIX, mtu: 1280 })
+    }
+
+    /// Everything the endpoint sends at `now`; the server answers each RS, and the
+    /// answers are handed back. Returns the datagrams' destinations.
+    fn exchange(e: &mut ClientEndpoint, s: &Server, now: Instant) -> Vec<SocketAddrV4> {
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 1500];
+        let mut answers = Vec::new();
+        while let Some(t) = e.poll_transmit(now, &mut buf) {
+            let Destination::Udp(to) = t.dest else { continue };
+            sent.push(to);
+            let local = if *to.ip() == SERVER { Local::Primary } else { Local::Secondary };
+            let mut out = [0u8; 1500];
+            if let Action::SendUdp { from, len, .. } =
+                s.handle_datagram(local, MAPPED, &buf[..t.len], &mut out)
+            {
+                let addr = if from == Local::Primary { SERVER } else { SERVER2 };
+                answers.push((SocketAddrV4::new(addr, TEREDO_PORT), out[..len].to_vec()));
+            }
+        }
+        for (from, ra) in answers {
+            assert_eq!(e.handle_datagram(now, from, &ra), UdpVerdict::Consumed);
+        }
+        sent
+    }
+
+    #[test]
+    fn qualification_reaches_the_data_path_and_the_snapshot() {
+        let key = TokenKey::new([3; 32]);
+        let config = client::Config::new(ServerAddress::Ipv4(SERVER));
+        let mut e = ClientEndpoint::new(config, key, Limits::default(), Instant::ZERO).unwrap();
+        assert_eq!(e.status(Instant::ZERO, false).state, State::Qualifying);
+        assert_eq!(e.tunnel().address(), None);
+        let s = server();
+        let now = Instant::from_millis(1);
+        let sent = exchange(&mut e, &s, now);
+        assert_eq!(sent, [SocketAddrV4::new(SERVER, TEREDO_PORT)]);
+        let Some(Event::Up { address, mtu }) = e.poll_event() else { panic!("no Up event") };
+        assert_eq!(mtu, 1280);
+        // Applied to the data path by the endpoint itself.
+        assert_eq!(e.tunnel().address(), Some(address));
+        let t = TeredoAddress::from_ipv6(&address).unwrap();
+        assert_eq!((t.server, t.mapped_addr, t.mapped_port), (SERVER, *MAPPED.ip(), MAPPED.port()));
+        // The secondary-address probe follows, and finds the same mapping.
+        exchange(&mut e, &s, Instant::from_millis(2));
+        let st = e.status(Instant::from_millis(3), true);
+        assert_eq!(st.state, State::Qualified);
+        assert_eq!(st.address, Some(address));
+        assert_eq!(st.mapped, Some(MAPPED));
+        assert_eq!(st.server, Some((SERVER, SERVER2)));
+        assert_eq!(st.nat, Some(client::NatKind::SameMapping));
+        let get = |n: &str| st.counters.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        assert_eq!(get("rs_sent"), Some(2));
+        assert_eq!(get("ra_accepted"), Some(2));
+        assert_eq!(get("dropped"), Some(0));
+        assert!(st.peer_list.is_empty());
+    }
+
+    #[test]
+    fn malformed_datagrams_are_counted_by_the_data_path() {
+        let config = client::Config::new(ServerAddress::Ipv4(SERVER));
+        let mut e =
+            ClientEndpoint::new(config, TokenKey::new([1; 32]), Limits::default(), Instant::ZERO).unwrap();
+        let from = SocketAddrV4::new(SERVER, TEREDO_PORT);
+        assert!(matches!(e.handle_datagram(Instant::ZERO, from, &[0x60, 0]), UdpVerdict::Drop(_)));
+        assert_eq!(e.tunnel().stats().drops.total(), 1);
+    }
+}
