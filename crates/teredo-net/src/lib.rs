@@ -19,6 +19,13 @@
 //!   client's `up`/`down` after the daemon dropped root, directly or through
 //!   [`hook`], Miredo's client-hook interface.
 //!
+//! - [`control`]: the daemons' control socket (abstract, per network namespace, on Linux);
+//! - [`signals`]: the daemon's signals, taken synchronously by one thread;
+//! - [`detach`]: detaching from the terminal as Miredo does;
+//! - [`pidfile`]: the locked PID file;
+//! - [`syslog`]: syslog(3) for a detached daemon;
+//! - [`waker`]: waking a thread that sleeps in poll(2).
+//!
 //! Linux is the tested platform. The calls used here (recvmmsg/sendmmsg, prctl,
 //! capabilities) are Linux-specific and gated with `cfg(target_os = "linux")`.
 
@@ -27,6 +34,8 @@
 #[cfg(target_os = "linux")]
 pub mod batch;
 pub mod client_if;
+pub mod control;
+pub mod detach;
 pub mod helper;
 pub mod hook;
 pub mod ifconfig;
@@ -34,19 +43,45 @@ pub mod ifconfig;
 pub mod netlink;
 #[cfg(target_os = "linux")]
 pub mod packet_tx;
+pub mod pidfile;
 pub mod poll;
 #[cfg(target_os = "linux")]
 pub mod privileges;
+pub mod signals;
 #[cfg(target_os = "linux")]
 pub mod sockopt;
 #[cfg(target_os = "linux")]
 pub mod steer;
+pub mod syslog;
 pub mod tun;
 pub mod udp;
+pub mod waker;
 
 /// Whether this is a CI run (`CI=true` or `CI=1`), where tests that need root or network
 /// namespaces must fail rather than skip.
 #[doc(hidden)]
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Attaches the programs that bring each peer's datagrams (to the SO_REUSEPORT group of
+/// `udp`) and the TUN's packets for it (to the queues of `tun`) to the same one of
+/// `workers` workers ([`steer`], Linux, as root). Elsewhere an error: one worker runs.
+pub fn steer_workers(
+    tun: &tun::Tun,
+    udp: &socket2::Socket,
+    workers: u32,
+    prefix: u32,
+    key: u64,
+) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        steer::steer_udp(udp, workers, key).map_err(|e| e.to_string())?;
+        steer::steer_tun(tun, workers, prefix, key).map_err(|e| e.to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (tun, udp, workers, prefix, key);
+        Err("one worker only on this platform".into())
+    }
 }

@@ -240,8 +240,8 @@ impl Stats {
             ("ra_accepted", self.ra_accepted),
             ("ra_rejected", self.ra_rejected),
             ("rs_timeouts", self.timeouts),
-            ("qualified", self.up),
-            ("lost", self.down),
+            ("qualifications", self.up),
+            ("losses", self.down),
             ("mapping_changes", self.mapping_changes),
             ("events_dropped", self.events_dropped),
         ]

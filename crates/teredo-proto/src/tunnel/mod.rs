@@ -586,17 +586,16 @@ impl Tunnel {
         &self.stats
     }
 
-    /// A relay's snapshot at `now`, with up to [`crate::status::MAX_PEER_LIST`] peers
-    /// listed when `peers`; `None` for a client (its snapshot is the endpoint's).
-    pub fn relay_status(&self, now: Instant, peers: bool) -> Option<crate::status::RelayStatus> {
-        let Mode::Relay(c) = self.mode else { return None };
+    /// The data path's snapshot at `now` as a relay's (a client's is the endpoint's), with
+    /// up to [`crate::status::MAX_PEER_LIST`] peers listed when `peers`.
+    pub fn relay_status(&self, now: Instant, peers: bool) -> crate::status::RelayStatus {
         let max = if peers { crate::status::MAX_PEER_LIST } else { 0 };
-        Some(crate::status::RelayStatus {
-            prefix: c.prefix,
+        crate::status::RelayStatus {
+            prefix: self.teredo_prefix().map_or(0, u32::from_be_bytes),
             peers: self.peers.len(),
             peer_list: crate::status::list_peers(&self.peers, now, max),
             counters: self.stats.counters(),
-        })
+        }
     }
 
     /// The next instant at which [`Tunnel::handle_timeout`] has work.

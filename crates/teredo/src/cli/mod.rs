@@ -5,6 +5,7 @@
 
 mod address;
 mod check_config;
+mod status;
 
 use std::io::Write;
 
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 pub use address::AddressArgs;
 pub use check_config::CheckConfigArgs;
+pub use status::StatusArgs;
 
 /// Exit status of a successful subcommand.
 pub const EXIT_OK: u8 = 0;
@@ -56,6 +58,12 @@ pub enum Command {
     /// restricted runs a relay for Prefix (2001::/32). Detaches unless -f is given; the
     /// packet path runs as the unprivileged user.
     Run(crate::daemon::run::RunArgs),
+    /// Show the teredo daemons of this network namespace.
+    ///
+    /// Asks every teredo daemon (client, relay or server) of the network namespace it runs
+    /// in for its state, address, mapping, NAT, peers and counters, through its control
+    /// socket (only root and the daemon's own user may). Exit status 1 when none answers.
+    Status(StatusArgs),
 }
 
 /// Runs the subcommand, writing results to `out` and problems to `err`, and returns the
@@ -66,6 +74,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Address(args) => address::run(args, out, err),
         Command::Server(args) => Ok(crate::daemon::server::run(args)),
         Command::Run(args) => Ok(crate::daemon::run::run(args)),
+        Command::Status(args) => status::run(args, out, err),
     };
     result.unwrap_or(EXIT_FAILURE)
 }

@@ -4,11 +4,15 @@
 use super::Parsed;
 use super::directive::{Directive, FileKind};
 use super::host::Host;
+use super::log_level::LogLevel;
 use super::prefix::ServicePrefix;
 use super::reader::{Reader, Taken};
 use super::relay_type::RelayType;
 use super::syslog::SyslogFacility;
-use super::value::{MIN_MTU, parse_hook_path, parse_interface_name, parse_max_peers, parse_mtu, parse_u16};
+use super::value::{
+    MIN_MTU, parse_hook_path, parse_interface_name, parse_max_peers, parse_mtu, parse_socket_address,
+    parse_u16,
+};
 
 /// The default `MaxPeers`: 1,048,576 peers, Miredo's limit with libJudy.
 pub const DEFAULT_MAX_PEERS: u32 = 1 << 20;
@@ -47,6 +51,11 @@ pub struct ClientRelayConfig {
     /// `MaxPeers N` (teredo): the capacity of the peer table (default
     /// [`DEFAULT_MAX_PEERS`]).
     pub max_peers: u32,
+    /// `MetricsAddress ADDRESS:PORT` (teredo): where `GET /metrics` is served; `None` (the
+    /// default) listens on no TCP port.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// `LogLevel` (teredo, default `info`).
+    pub log_level: LogLevel,
 }
 
 /// What the command line may set instead of the file.
@@ -131,6 +140,8 @@ pub fn parse_client_relay_bytes(
     let syslog_facility = r.take(Directive::SyslogFacility, str::parse).value().unwrap_or_default();
     let client_hook = if client { r.take(Directive::ClientHook, parse_hook_path).value() } else { None };
     let max_peers = r.take(Directive::MaxPeers, parse_max_peers).value().unwrap_or(DEFAULT_MAX_PEERS);
+    let metrics_address = r.take(Directive::MetricsAddress, parse_socket_address).value();
+    let log_level = r.take(Directive::LogLevel, str::parse).value().unwrap_or_default();
 
     let config = relay_type.map(|relay_type| ClientRelayConfig {
         relay_type,
@@ -144,6 +155,8 @@ pub fn parse_client_relay_bytes(
         syslog_facility,
         client_hook: client_hook.filter(|_| relay_type.is_client()),
         max_peers,
+        metrics_address,
+        log_level,
     });
     r.finish(relay_type, config)
 }
@@ -177,8 +190,38 @@ mod tests {
                 syslog_facility: SyslogFacility::Daemon,
                 client_hook: None,
                 max_peers: DEFAULT_MAX_PEERS,
+                metrics_address: None,
+                log_level: LogLevel::Info,
             }
         );
+    }
+
+    #[test]
+    fn metrics_and_log_level() {
+        let p = parse_client_relay(
+            "ServerAddress 192.0.2.1
+MetricsAddress 127.0.0.1:9544
+LogLevel debug
+",
+            "c",
+        );
+        assert!(p.diagnostics.is_empty(), "{:?}", messages(&p));
+        let c = p.config.unwrap();
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9544".parse().unwrap()));
+        assert_eq!(c.log_level, LogLevel::Debug);
+        let p = parse_client_relay(
+            "ServerAddress 192.0.2.1
+MetricsAddress localhost:80
+",
+            "c",
+        );
+        assert_eq!(
+            messages(&p),
+            [
+                "c:2: invalid MetricsAddress \"localhost:80\": expected IPv4:PORT or [IPv6]:PORT with a port from 1 to 65535"
+            ]
+        );
+        assert!(p.config.is_none());
     }
 
     #[test]

@@ -45,9 +45,11 @@ pub(crate) enum Directive {
     ServerBindAddress2,
     ClientHook,
     MaxPeers,
+    MetricsAddress,
+    LogLevel,
 }
 
-const TABLE: [(Directive, &str, Scope); 13] = [
+const TABLE: [(Directive, &str, Scope); 15] = [
     (Directive::RelayType, "RelayType", Scope::ClientRelayFile),
     (Directive::ServerAddress, "ServerAddress", Scope::ClientOnly),
     (Directive::ServerAddress2, "ServerAddress2", Scope::ClientOnly),
@@ -62,6 +64,8 @@ const TABLE: [(Directive, &str, Scope); 13] = [
     // teredo's own directives (not in Miredo 1.2.6).
     (Directive::ClientHook, "ClientHook", Scope::ClientOnly),
     (Directive::MaxPeers, "MaxPeers", Scope::ClientRelayFile),
+    (Directive::MetricsAddress, "MetricsAddress", Scope::Everywhere),
+    (Directive::LogLevel, "LogLevel", Scope::Everywhere),
 ];
 
 impl Directive {

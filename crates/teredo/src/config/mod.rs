@@ -24,6 +24,7 @@ mod diagnostic;
 mod directive;
 mod host;
 mod load;
+mod log_level;
 mod prefix;
 mod reader;
 mod relay_type;
@@ -39,6 +40,7 @@ pub use client::{
 pub use diagnostic::{Diagnostic, Severity};
 pub use host::Host;
 pub use load::{LoadError, MAX_FILE_SIZE, load_client_relay, load_server};
+pub use log_level::LogLevel;
 pub use prefix::ServicePrefix;
 pub use relay_type::RelayType;
 pub use server::{ServerConfig, ServerOverrides, parse_server, parse_server_bytes, parse_server_with};

@@ -8,10 +8,11 @@ use teredo_proto::address::is_global_unicast;
 use super::Parsed;
 use super::directive::{Directive, FileKind};
 use super::host::Host;
+use super::log_level::LogLevel;
 use super::prefix::ServicePrefix;
 use super::reader::{Reader, Taken};
 use super::syslog::SyslogFacility;
-use super::value::{MIN_MTU, parse_mtu};
+use super::value::{MIN_MTU, parse_mtu, parse_socket_address};
 
 /// A valid `miredo-server.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,11 @@ pub struct ServerConfig {
     pub interface_mtu: u16,
     /// `SyslogFacility` (default `daemon`).
     pub syslog_facility: SyslogFacility,
+    /// `MetricsAddress ADDRESS:PORT` (teredo): where `GET /metrics` is served; `None` (the
+    /// default) listens on no TCP port.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// `LogLevel` (teredo, default `info`).
+    pub log_level: LogLevel,
 }
 
 /// What the command line may set instead of the file.
@@ -62,6 +68,8 @@ pub fn parse_server_bytes(text: &[u8], file: &str, overrides: &ServerOverrides) 
     let prefix = r.take(Directive::Prefix, str::parse).value().unwrap_or_default();
     let interface_mtu = r.take(Directive::InterfaceMtu, parse_mtu).value().unwrap_or(MIN_MTU);
     let syslog_facility = r.take(Directive::SyslogFacility, str::parse).value().unwrap_or_default();
+    let metrics_address = r.take(Directive::MetricsAddress, parse_socket_address).value();
+    let log_level = r.take(Directive::LogLevel, str::parse).value().unwrap_or_default();
 
     let (primary, primary_line, second) = match (&overrides.server_bind_address, first) {
         (Some(host), _) => (Some(host.clone()), 0, Taken::Absent),
@@ -104,6 +112,8 @@ pub fn parse_server_bytes(text: &[u8], file: &str, overrides: &ServerOverrides) 
         prefix,
         interface_mtu,
         syslog_facility,
+        metrics_address,
+        log_level,
     });
     r.finish(None, config)
 }

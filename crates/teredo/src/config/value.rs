@@ -41,6 +41,12 @@ pub enum ValueError {
     /// Not an absolute path.
     #[error("not an absolute path")]
     NotAbsolutePath,
+    /// Not `ADDRESS:PORT` with an IP address literal and a port.
+    #[error("expected IPv4:PORT or [IPv6]:PORT with a port from 1 to 65535")]
+    SocketAddress,
+    /// Not one of the log levels.
+    #[error("expected error, warning, info or debug")]
+    LogLevel,
     /// Not a name the kernel accepts for a network interface.
     #[error(
         "an interface name has 1 to 15 printable ASCII characters, is not \".\" nor \"..\" \
@@ -73,6 +79,14 @@ pub(crate) fn parse_max_peers(s: &str) -> Result<u32, ValueError> {
 /// script, such as `/etc/miredo/client-hook`.
 pub(crate) fn parse_hook_path(s: &str) -> Result<std::path::PathBuf, ValueError> {
     if s.starts_with('/') { Ok(s.into()) } else { Err(ValueError::NotAbsolutePath) }
+}
+
+/// Parses `MetricsAddress ADDRESS:PORT` (teredo): where the Prometheus endpoint listens.
+pub(crate) fn parse_socket_address(s: &str) -> Result<std::net::SocketAddr, ValueError> {
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(ValueError::SocketAddress),
+    }
 }
 
 /// `strtoul(s, &end, 0)` with the whole token used and a maximum.

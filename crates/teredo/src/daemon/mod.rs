@@ -1,14 +1,33 @@
-//! What the daemons (`teredo server`, later `teredo run`) share: Miredo's daemon flags,
-//! logging to stderr or syslog, the PID file, detaching from the terminal, signals and
-//! host-name resolution.
+//! The daemons, `teredo run` (client or relay) and `teredo server`, on one engine:
+//!
+//! - [`lifecycle`]: start-up as root, detaching, the PID file, the privilege drop, and the
+//!   end, shared by both commands;
+//! - [`worker`]: the packet plane, one worker loop for the three roles ([`worker::Role`]);
+//!   [`tunnel_worker`] (client and relay, with [`offload`]) and [`server`] implement it;
+//! - [`control`]: the control plane, one thread that owns signals, the role's control
+//!   ([`client_plane`], [`relay_plane`], the server's), the control socket ([`status`]),
+//!   [`metrics`], readiness ([`notify`]) and [`reload`]s;
+//! - [`logging`], [`resolve`], [`summary`]: logs, host names, the exit summary;
+//! - [`run`] and [`server`]: each command's arguments and set-up.
+//!
+//! Miredo's daemon flags are [`DaemonArgs`].
 
-pub mod detach;
+pub mod client_plane;
+pub mod control;
+pub mod lifecycle;
 pub mod logging;
-pub mod pidfile;
+pub mod metrics;
+pub mod notify;
+pub mod offload;
+pub mod relay_plane;
+pub mod reload;
 pub mod resolve;
 pub mod run;
 pub mod server;
-pub mod signals;
+pub mod status;
+pub mod summary;
+pub mod tunnel_worker;
+pub mod worker;
 
 use std::path::PathBuf;
 

@@ -1,12 +1,13 @@
 //! `teredo server`: the Teredo server daemon (RFC 4380 §5.3, RFC 5991 §3.2), a drop-in for
 //! `miredo-server` — same configuration file, same flags.
 //!
-//! Start-up, in order: read the configuration; resolve the two addresses; open, as root,
-//! one pair of UDP 3544 sockets per worker (SO_REUSEPORT) and the raw IPv6 socket; detach
-//! unless `-f`; write the PID file; drop to the unprivileged user with no capability left;
-//! then start the workers. Each worker receives and sends in batches (recvmmsg/sendmmsg)
-//! and hands every datagram to the sans-IO [`teredo_proto::server::Server`]. The main
-//! thread only waits for signals.
+//! Start-up ([`ServerDaemon`], driven by [`super::lifecycle`]): read the configuration;
+//! resolve the two addresses; open, as root, one pair of UDP 3544 sockets per worker
+//! (SO_REUSEPORT) and the raw IPv6 socket; detach unless `-f`; write the PID file; drop to
+//! the unprivileged user with no capability left; then start the workers. Each worker
+//! ([`ServerWorker`]) receives and sends in batches (recvmmsg/sendmmsg) and hands every
+//! datagram to the sans-IO [`teredo_proto::server::Server`]; the control thread serves
+//! status, metrics and reloads.
 //!
 //! With `--tx packet`, each worker also opens (as root, before the drop) a packet socket
 //! ([`teredo_net::packet_tx::PacketTx`]) and sends its answers as whole Ethernet frames,
@@ -14,10 +15,9 @@
 //! resolved yet goes through the worker's UDP socket instead. Receiving is unchanged.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,18 +25,20 @@ use clap::{Args, ValueEnum};
 use socket2::Socket;
 use teredo_net::batch::{RecvBatch, SendBatch};
 use teredo_net::packet_tx::{PacketTx, Queued};
+use teredo_net::privileges::User;
 use teredo_net::udp::{RawIpv6, bind_udp};
-use teredo_net::{poll, privileges};
+use teredo_net::waker::Waker;
 use teredo_proto::address::TEREDO_PORT;
 use teredo_proto::server::{Action, Local, Server, ServerConfig, ServerStats};
+use teredo_proto::status::ServerStatus;
 use tracing::{info, warn};
 
-use super::signals::{self, Signal};
-use super::{DaemonArgs, StartError, detach, logging, pidfile, resolve};
+use super::control::{Observability, Plane};
+use super::lifecycle::{self, Daemon, Names, Settings, Started};
+use super::status::Identity;
+use super::worker::{self, Role, Snapshot, Workers};
+use super::{DaemonArgs, StartError, reload, resolve};
 use crate::config::{self, Host, ServerOverrides};
-
-/// Set when a worker failed: the daemon then exits with status 1.
-static WORKER_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Datagrams per system call.
 const BATCH: usize = 64;
@@ -79,54 +81,24 @@ pub enum Tx {
 }
 
 /// What start-up produced: everything the workers need.
-struct Prepared {
+pub struct ServerDaemon {
+    path: PathBuf,
+    overrides: ServerOverrides,
+    cfg: config::ServerConfig,
     server: Server,
     sockets: Vec<(Socket, Socket)>,
     /// One packet socket per worker with `--tx packet`.
     packet: Vec<PacketTx>,
     raw: Option<RawIpv6>,
-    facility: u8,
 }
 
 /// Runs the server; returns the exit status.
 pub fn run(args: &ServerArgs) -> u8 {
-    let prepared = match prepare(args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("teredo server: {e}");
-            return 1;
-        }
-    };
-    let mut detached = None;
-    if args.daemon.foreground {
-        logging::init(logging::Target::Stderr, false);
-    } else {
-        match detach::detach() {
-            Ok(d) => detached = Some(d),
-            Err(e) => {
-                eprintln!("teredo server: cannot detach: {e}");
-                return 1;
-            }
-        }
-        logging::init(logging::Target::Syslog { facility: prepared.facility, ident: "teredo-server" }, false);
-    }
-    let status = match serve(args, prepared, &mut detached) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            if args.daemon.foreground || detached.is_some() {
-                eprintln!("teredo server: {e}");
-            }
-            1
-        }
-    };
-    if let Some(d) = detached.as_mut() {
-        d.failed(status);
-    }
-    status
+    let names = Names { who: "teredo server", ident: "teredo-server", pidfile: "/run/teredo-server.pid" };
+    lifecycle::run(names, &args.daemon, || prepare(args))
 }
 
-fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
+fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
     let overrides = ServerOverrides {
         server_bind_address: match &args.server_address {
             Some(s) => {
@@ -205,219 +177,275 @@ fn prepare(args: &ServerArgs) -> Result<Prepared, StartError> {
             None
         }
     };
-    Ok(Prepared { server, sockets, packet, raw, facility: cfg.syslog_facility.code() })
+    Ok(ServerDaemon { path, overrides, cfg, server, sockets, packet, raw })
 }
 
-fn serve(args: &ServerArgs, p: Prepared, detached: &mut Option<detach::Detached>) -> Result<(), StartError> {
-    let pidfile = args
-        .daemon
-        .pidfile
-        .clone()
-        .or_else(|| (!args.daemon.foreground).then(|| "/run/teredo-server.pid".into()));
-    let _pid = match &pidfile {
-        Some(path) => Some(pidfile::create(path).map_err(|e| StartError::new(path.display(), e))?),
-        None => None,
-    };
-    signals::block().map_err(|e| StartError::new("blocking signals", e))?;
-    let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
-    privileges::drop_privileges(&user, args.daemon.chroot.as_deref())
-        .map_err(|e| StartError(e.to_string()))?;
+impl Daemon for ServerDaemon {
+    type Plane = ServerPlane;
 
-    let cfg = *p.server.config();
-    let server = Arc::new(p.server);
-    let raw = Arc::new(p.raw);
-    let stop = Arc::new(AtomicBool::new(false));
-    let totals = Arc::new(Mutex::new(ServerStats::default()));
-    let workers = p.sockets.len();
-    let tx_mode = if p.packet.is_empty() { "socket" } else { "packet" };
-    let mut packet = p.packet.into_iter();
-    let mut handles = Vec::new();
-    for (i, (primary, secondary)) in p.sockets.into_iter().enumerate() {
-        let (server, raw, stop, totals) = (server.clone(), raw.clone(), stop.clone(), totals.clone());
-        let mut ptx = packet.next();
-        let h = thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .spawn(move || {
-                let socks = [&primary, &secondary];
-                // A worker that panics (a bug) must not leave a server that silently stops
-                // answering: the whole daemon stops, with an error, and is restarted by its
-                // supervisor.
-                let run = std::panic::AssertUnwindSafe(|| {
-                    worker(&server, socks, ptx.as_mut(), raw.as_ref().as_ref(), &stop)
-                });
-                let Ok(stats) = std::panic::catch_unwind(run) else {
-                    tracing::error!("worker {i} failed: stopping the server");
-                    WORKER_FAILED.store(true, Ordering::Relaxed);
-                    // SAFETY: sending a signal to our own process.
-                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-                    return;
-                };
-                if let Some(p) = &ptx {
-                    let s = p.stats();
-                    info!(
-                        "worker {i}: {} frames sent on the packet socket, {} datagrams through the UDP sockets, {} frames refused",
-                        s.frames, s.fallbacks, s.errors
-                    );
-                }
-                if let Ok(mut t) = totals.lock() {
-                    t.add(&stats);
-                }
-            })
-            .map_err(|e| StartError::new("starting a worker", e))?;
-        handles.push(h);
+    fn settings(&self) -> Settings {
+        Settings {
+            facility: self.cfg.syslog_facility.code(),
+            log_level: self.cfg.log_level,
+            metrics: self.cfg.metrics_address,
+        }
     }
-    info!(
-        "Teredo server on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {:x}::/32, MTU {}, {workers} worker(s), TX by {tx_mode}, running as {} (uid {})",
-        cfg.primary,
-        cfg.secondary,
-        cfg.prefix >> 16,
-        cfg.mtu,
-        user.name,
-        user.uid
-    );
-    if let Some(d) = detached.as_mut() {
-        d.ready();
+
+    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started<ServerPlane>, StartError> {
+        let cfg = *self.server.config();
+        let server = Arc::new(self.server);
+        let raw = Arc::new(self.raw);
+        let n = self.sockets.len();
+        let tx_mode = if self.packet.is_empty() { "socket" } else { "packet" };
+        let mut packet = self.packet.into_iter();
+        let roles: Vec<ServerWorker> = self
+            .sockets
+            .into_iter()
+            .map(|socks| ServerWorker::new(server.clone(), socks, packet.next(), raw.clone()))
+            .collect();
+        let workers = worker::spawn(roles, waker)?;
+        info!(
+            "Teredo server on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {:x}::/32, MTU {}, {n} worker(s), TX by {tx_mode}, running as {} (uid {})",
+            cfg.primary,
+            cfg.secondary,
+            cfg.prefix >> 16,
+            cfg.mtu,
+            user.name,
+            user.uid
+        );
+        let identity = Identity {
+            role: "server",
+            started: Instant::now(),
+            interface: None,
+            config: self.path.display().to_string(),
+        };
+        Ok(Started {
+            plane: ServerPlane { path: self.path, overrides: self.overrides, cfg: self.cfg },
+            workers,
+            identity,
+        })
     }
-    loop {
-        match signals::wait() {
-            Signal::Hangup => {
-                info!("SIGHUP: the server keeps no state; restart it to apply a new configuration")
+}
+
+/// The server's control: reloads (only the log level and the metrics can change: the
+/// server's addresses were bound as root) and the summary.
+pub struct ServerPlane {
+    path: PathBuf,
+    overrides: ServerOverrides,
+    cfg: config::ServerConfig,
+}
+
+impl Plane for ServerPlane {
+    fn reload(&mut self, _: &Workers) -> Option<Observability> {
+        let new = reload::read(&self.path, |p| config::load_server(p, &self.overrides))?;
+        let old = &self.cfg;
+        reload::needs_restart(
+            &self.path,
+            &[
+                ("ServerBindAddress", old.server_bind_address != new.server_bind_address),
+                ("ServerBindAddress2", old.server_bind_address2 != new.server_bind_address2),
+                ("Prefix", old.prefix != new.prefix),
+                ("InterfaceMTU", old.interface_mtu != new.interface_mtu),
+                ("SyslogFacility", old.syslog_facility != new.syslog_facility),
+            ],
+        );
+        self.cfg.metrics_address = new.metrics_address;
+        self.cfg.log_level = new.log_level;
+        Some(Observability { metrics: new.metrics_address, log_level: new.log_level })
+    }
+
+    fn summary(&self, last: &[Snapshot]) -> String {
+        let mut t = ServerStats::default();
+        let mut c = Vec::new();
+        for (i, s) in last.iter().enumerate() {
+            let w = s.counters();
+            let get = |n: &str| w.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+            if let Some(frames) = get("packet_frames") {
+                info!(
+                    "worker {i}: {frames} frames sent on the packet socket, {} datagrams through the UDP sockets, {} frames refused",
+                    get("packet_fallbacks").unwrap_or(0),
+                    get("packet_refused").unwrap_or(0)
+                );
             }
-            Signal::Terminate(sig) => {
-                info!("signal {sig}: stopping");
+            teredo_proto::status::add_counters(&mut c, w);
+        }
+        let get = |n: &str| c.iter().find(|(k, _): &&(&str, u64)| *k == n).map_or(0, |(_, v)| *v);
+        t.received = get("received");
+        format!(
+            "{} datagrams: {} advertisements, {} relayed to clients, {} to IPv6, {} malformed, {} dropped",
+            t.received,
+            get("advertisements"),
+            get("relayed_udp"),
+            get("relayed_ipv6"),
+            get("malformed"),
+            get("dropped")
+        )
+    }
+}
+
+/// One server worker: both sockets of its pair; answers leave by its packet socket when it
+/// has one (and can), by the sockets otherwise.
+pub struct ServerWorker {
+    server: Arc<Server>,
+    socks: (Socket, Socket),
+    packet: Option<PacketTx>,
+    raw: Arc<Option<RawIpv6>>,
+    stats: ServerStats,
+    rx: RecvBatch,
+    tx: [SendBatch; 2],
+    scratch: Box<[u8; SEND_SIZE]>,
+    errors_logged: u32,
+    /// Echo tests the raw IPv6 socket refused to send.
+    raw_errors: u64,
+}
+
+impl ServerWorker {
+    fn new(
+        server: Arc<Server>,
+        socks: (Socket, Socket),
+        packet: Option<PacketTx>,
+        raw: Arc<Option<RawIpv6>>,
+    ) -> Self {
+        Self {
+            server,
+            socks,
+            packet,
+            raw,
+            stats: ServerStats::default(),
+            rx: RecvBatch::new(BATCH, RECV_SIZE),
+            tx: [SendBatch::new(BATCH, SEND_SIZE), SendBatch::new(BATCH, SEND_SIZE)],
+            scratch: Box::new([0u8; SEND_SIZE]),
+            errors_logged: 0,
+            raw_errors: 0,
+        }
+    }
+
+    /// Drains a bounded number of batches from socket `idx`, then gives the other its turn.
+    fn serve(&mut self, idx: usize, local: Local) {
+        let cfg = *self.server.config();
+        let addrs = [cfg.primary, cfg.secondary];
+        for _ in 0..16 {
+            let sock = if idx == 0 { &self.socks.0 } else { &self.socks.1 };
+            let n = match self.rx.recv(sock.as_fd()) {
+                Ok(n) => n,
+                Err(e) => {
+                    if self.errors_logged < 10 {
+                        warn!("receive: {e}");
+                        self.errors_logged += 1;
+                    }
+                    0
+                }
+            };
+            for i in 0..n {
+                let (from, data, truncated) = self.rx.get(i);
+                if truncated {
+                    self.stats.received += 1;
+                    self.stats.malformed += 1;
+                    continue;
+                }
+                // With a packet socket the answer is written straight into the next frame,
+                // behind the room for its headers.
+                let out = match self.packet.as_mut() {
+                    Some(p) => {
+                        if p.is_full() {
+                            let _ = p.flush();
+                        }
+                        // Never more than a socket slot: an answer that falls back to the
+                        // socket must fit there too.
+                        p.payload_mut().map(|b| {
+                            let n = b.len().min(SEND_SIZE);
+                            &mut b[..n]
+                        })
+                    }
+                    None => None,
+                };
+                let in_frame = out.is_some();
+                let action =
+                    self.server.handle_datagram(local, from, data, out.unwrap_or(&mut self.scratch[..]));
+                self.stats.count(&action);
+                match action {
+                    Action::SendUdp { from: out, to, len, .. } => {
+                        let o = usize::from(out == Local::Secondary);
+                        let bytes = match self.packet.as_mut() {
+                            Some(p) if in_frame => {
+                                match p.commit(SocketAddrV4::new(addrs[o], TEREDO_PORT), to, len) {
+                                    Queued::Frame => continue,
+                                    Queued::Socket(bytes) => bytes,
+                                }
+                            }
+                            _ => &self.scratch[..len],
+                        };
+                        let sock = if o == 0 { &self.socks.0 } else { &self.socks.1 };
+                        if self.tx[o].is_full() {
+                            let _ = self.tx[o].flush(sock.as_fd());
+                        }
+                        if let Some(buf) = self.tx[o].next_buf().and_then(|b| b.get_mut(..bytes.len())) {
+                            buf.copy_from_slice(bytes);
+                            self.tx[o].commit(bytes.len(), to);
+                        }
+                    }
+                    Action::SendIpv6 { start, len, dst } => {
+                        if let Some(r) = self.raw.as_ref()
+                            && r.send(&data[start..start + len], dst).is_err()
+                        {
+                            self.raw_errors += 1;
+                        }
+                    }
+                    Action::Drop(_) => {}
+                }
+            }
+            if let Some(p) = self.packet.as_mut()
+                && !p.is_empty()
+            {
+                let _ = p.flush();
+            }
+            for o in 0..2 {
+                if !self.tx[o].is_empty() {
+                    let sock = if o == 0 { &self.socks.0 } else { &self.socks.1 };
+                    let _ = self.tx[o].flush(sock.as_fd());
+                }
+            }
+            if n < BATCH {
                 break;
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
-    if let Ok(t) = totals.lock() {
-        info!(
-            "{} datagrams: {} advertisements, {} relayed to clients, {} to IPv6, {} malformed, {} dropped",
-            t.received, t.advertisements, t.relayed_udp, t.relayed_ipv6, t.malformed, t.dropped
-        );
-    }
-    if WORKER_FAILED.load(Ordering::Relaxed) {
-        return Err(StartError("a worker failed".into()));
-    }
-    Ok(())
 }
 
-/// One worker: serve both sockets until `stop`; answers leave by `packet` when given
-/// (and possible), by the sockets otherwise.
-fn worker(
-    server: &Server,
-    socks: [&Socket; 2],
-    mut packet: Option<&mut PacketTx>,
-    raw: Option<&RawIpv6>,
-    stop: &AtomicBool,
-) -> ServerStats {
-    let mut stats = ServerStats::default();
-    let mut rx = RecvBatch::new(BATCH, RECV_SIZE);
-    let mut tx = [SendBatch::new(BATCH, SEND_SIZE), SendBatch::new(BATCH, SEND_SIZE)];
-    let cfg = *server.config();
-    let addrs = [cfg.primary, cfg.secondary];
-    let mut scratch = [0u8; SEND_SIZE];
-    let mut errors_logged = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(p) = packet.as_deref_mut() {
+impl Role for ServerWorker {
+    fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.socks.0.as_fd(), self.socks.1.as_fd()]
+    }
+
+    fn handle_timeout(&mut self) -> Duration {
+        if let Some(p) = self.packet.as_mut() {
             p.maintain(Instant::now());
         }
-        let ready = match poll::readable(&[socks[0].as_fd(), socks[1].as_fd()], Duration::from_millis(500)) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!("poll: {e}");
-                thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        for (idx, local) in [(0, Local::Primary), (1, Local::Secondary)] {
-            if !ready[idx] {
-                continue;
-            }
-            // Drain a bounded number of batches, then give the other socket its turn.
-            for _ in 0..16 {
-                let n = match rx.recv(socks[idx].as_fd()) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        if errors_logged < 10 {
-                            warn!("receive: {e}");
-                            errors_logged += 1;
-                        }
-                        0
-                    }
-                };
-                for i in 0..n {
-                    let (from, data, truncated) = rx.get(i);
-                    if truncated {
-                        stats.received += 1;
-                        stats.malformed += 1;
-                        continue;
-                    }
-                    // With a packet socket the answer is written straight into the next
-                    // frame, behind the room for its headers.
-                    let out = match packet.as_deref_mut() {
-                        Some(p) => {
-                            if p.is_full() {
-                                let _ = p.flush();
-                            }
-                            // Never more than a socket slot: an answer that falls back
-                            // to the socket must fit there too.
-                            p.payload_mut().map(|b| {
-                                let n = b.len().min(SEND_SIZE);
-                                &mut b[..n]
-                            })
-                        }
-                        None => None,
-                    };
-                    let in_frame = out.is_some();
-                    let action = server.handle_datagram(local, from, data, out.unwrap_or(&mut scratch[..]));
-                    stats.count(&action);
-                    match action {
-                        Action::SendUdp { from: out, to, len, .. } => {
-                            let o = usize::from(out == Local::Secondary);
-                            let bytes = match packet.as_deref_mut() {
-                                Some(p) if in_frame => {
-                                    match p.commit(SocketAddrV4::new(addrs[o], TEREDO_PORT), to, len) {
-                                        Queued::Frame => continue,
-                                        Queued::Socket(bytes) => bytes,
-                                    }
-                                }
-                                _ => &scratch[..len],
-                            };
-                            if tx[o].is_full() {
-                                let _ = tx[o].flush(socks[o].as_fd());
-                            }
-                            if let Some(buf) = tx[o].next_buf().and_then(|b| b.get_mut(..bytes.len())) {
-                                buf.copy_from_slice(bytes);
-                                tx[o].commit(bytes.len(), to);
-                            }
-                        }
-                        Action::SendIpv6 { start, len, dst } => {
-                            if let Some(r) = raw {
-                                let _ = r.send(&data[start..start + len], dst);
-                            }
-                        }
-                        Action::Drop(_) => {}
-                    }
-                }
-                if let Some(p) = packet.as_deref_mut()
-                    && !p.is_empty()
-                {
-                    let _ = p.flush();
-                }
-                for o in 0..2 {
-                    if !tx[o].is_empty() {
-                        let _ = tx[o].flush(socks[o].as_fd());
-                    }
-                }
-                if n < BATCH {
-                    break;
-                }
-            }
+        worker::MAX_WAIT
+    }
+
+    fn handle_ready(&mut self, ready: [bool; 2]) {
+        if ready[0] {
+            self.serve(0, Local::Primary);
+        }
+        if ready[1] {
+            self.serve(1, Local::Secondary);
         }
     }
-    stats
+
+    fn snapshot(&self, _peers: bool) -> Snapshot {
+        let cfg = self.server.config();
+        let mut counters = self.stats.counters();
+        counters.push(("socket_refused", self.tx[0].dropped() + self.tx[1].dropped()));
+        counters.push(("ipv6_refused", self.raw_errors));
+        if let Some(p) = &self.packet {
+            let s = p.stats();
+            counters.extend([
+                ("packet_frames", s.frames),
+                ("packet_fallbacks", s.fallbacks),
+                ("packet_refused", s.errors),
+            ]);
+        }
+        Snapshot::Server(ServerStatus { addresses: (cfg.primary, cfg.secondary), counters })
+    }
 }

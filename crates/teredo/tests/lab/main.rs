@@ -10,6 +10,7 @@
 //! `cargo test -p teredo --test lab -- --nocapture` to see the measurements they print.
 
 mod client;
+mod control;
 mod relay;
 mod server;
 
