@@ -1,6 +1,6 @@
 //! One daemon lifecycle for `teredo run` and `teredo server`, in Miredo's order
 //! (miredo-facts §1.3, §2.2): set-up as root and single-threaded (the role's
-//! [`Daemon::prepare`], which reads the configuration and opens the sockets and the TUN);
+//! `prepare` closure of [`run`], which reads the configuration and opens the sockets and the TUN);
 //! detach unless `-f`; logging; the PID file; the role's [`Daemon::after_detach`] (a
 //! client forks its privileged helper there, as the daemon's own child); the control
 //! socket and the metrics listener; signals blocked; root dropped for good; then the
