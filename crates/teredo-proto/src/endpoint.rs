@@ -64,8 +64,7 @@ impl ClientEndpoint {
     /// data path's ([`Tunnel::handle_datagram`]).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddrV4, datagram: &[u8]) -> UdpVerdict {
         let Ok(packet) = TeredoPacket::parse(datagram) else {
-            // Counted as malformed by the data path.
-            return self.tunnel.handle_datagram(now, from, datagram);
+            return self.tunnel.drop_malformed();
         };
         if self.client.handle_datagram(now, from, &packet) {
             self.apply(now);
@@ -139,11 +138,6 @@ impl ClientEndpoint {
     pub fn solicit_now(&mut self, now: Instant) {
         self.client.solicit_now(now);
         self.apply(now);
-    }
-
-    /// The qualification procedure.
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// The data path.
@@ -261,7 +255,7 @@ mod tests {
         assert_eq!(st.mapped, Some(MAPPED));
         assert_eq!(st.server, Some((SERVER, SERVER2)));
         assert_eq!(st.nat, Some(client::NatKind::SameMapping));
-        let get = |n: &str| st.counters.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let get = |n: &str| status::counter(&st.counters, n);
         assert_eq!(get("rs_sent"), Some(2));
         assert_eq!(get("ra_accepted"), Some(2));
         assert_eq!(get("dropped"), Some(0));

@@ -83,6 +83,8 @@ pub enum DropReason {
     BadChecksum,
     /// The output buffer was too small (a caller bug; never on a 1500-byte buffer).
     BufferTooSmall,
+    /// Larger than the I/O layer's receive buffer (cut by the kernel): never looked at.
+    Oversized,
 }
 
 /// What to do with a datagram.
@@ -332,7 +334,7 @@ fn is_global_unicast_v6(a: &Ipv6Addr) -> bool {
 impl DropReason {
     /// How many kinds of reason there are (the inner kind of malformation is not told
     /// apart).
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// The reason's index in [`ServerStats::drops`].
     pub fn index(self) -> usize {
@@ -348,6 +350,7 @@ impl DropReason {
             Self::NotRelayable => 8,
             Self::BadChecksum => 9,
             Self::BufferTooSmall => 10,
+            Self::Oversized => 11,
         }
     }
 }
@@ -365,6 +368,7 @@ const DROP_NAMES: [&str; DropReason::COUNT] = [
     "dropped_not_relayable",
     "dropped_bad_checksum",
     "dropped_buffer_too_small",
+    "dropped_oversized",
 ];
 
 /// Counts of what the server did, indexed like [`Action`] and [`DropReason`].
@@ -378,11 +382,7 @@ pub struct ServerStats {
     pub relayed_udp: u64,
     /// Packets sent to the native IPv6 network.
     pub relayed_ipv6: u64,
-    /// Malformed datagrams dropped.
-    pub malformed: u64,
-    /// Other drops (source checks, loop guard, not relayable...).
-    pub dropped: u64,
-    /// Drops by [`DropReason::index`] (malformed ones included).
+    /// Drops by [`DropReason::index`].
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -394,14 +394,19 @@ impl ServerStats {
             Action::SendUdp { advertisement: true, .. } => self.advertisements += 1,
             Action::SendUdp { advertisement: false, .. } => self.relayed_udp += 1,
             Action::SendIpv6 { .. } => self.relayed_ipv6 += 1,
-            Action::Drop(r) => {
-                self.drops[r.index()] += 1;
-                match r {
-                    DropReason::Malformed(_) => self.malformed += 1,
-                    _ => self.dropped += 1,
-                }
-            }
+            Action::Drop(r) => self.drops[r.index()] += 1,
         }
+    }
+
+    /// Datagrams that could not be read: malformed, or larger than the receive buffer.
+    pub fn malformed(&self) -> u64 {
+        self.drops[DropReason::Malformed(Malformed::TooShort).index()]
+            + self.drops[DropReason::Oversized.index()]
+    }
+
+    /// The other drops (source checks, loop guard, not relayable...).
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum::<u64>() - self.malformed()
     }
 
     /// Adds another worker's counts.
@@ -410,8 +415,6 @@ impl ServerStats {
         self.advertisements += o.advertisements;
         self.relayed_udp += o.relayed_udp;
         self.relayed_ipv6 += o.relayed_ipv6;
-        self.malformed += o.malformed;
-        self.dropped += o.dropped;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -424,8 +427,8 @@ impl ServerStats {
             ("advertisements", self.advertisements),
             ("relayed_udp", self.relayed_udp),
             ("relayed_ipv6", self.relayed_ipv6),
-            ("malformed", self.malformed),
-            ("dropped", self.dropped),
+            ("malformed", self.malformed()),
+            ("dropped", self.dropped()),
         ];
         c.extend(DROP_NAMES.iter().zip(self.drops).map(|(n, v)| (*n, v)));
         c
@@ -454,6 +457,18 @@ pub fn emit_router_solicitation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_derive_malformed_and_dropped_from_the_reasons() {
+        let mut st = ServerStats::default();
+        st.count(&Action::Drop(DropReason::Malformed(Malformed::TooShort)));
+        st.count(&Action::Drop(DropReason::Oversized));
+        st.count(&Action::Drop(DropReason::FromSelf));
+        assert_eq!((st.received, st.malformed(), st.dropped()), (3, 2, 1));
+        let c = st.counters();
+        assert_eq!(crate::status::counter(&c, "dropped_oversized"), Some(1));
+        assert_eq!(crate::status::counter(&c, "malformed"), Some(2));
+    }
     use crate::wire::icmpv6;
     use crate::wire::ipv6::emit_bubble;
 

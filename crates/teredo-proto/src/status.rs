@@ -21,6 +21,11 @@ pub const MAX_PEER_LIST: usize = 1000;
 /// metric names and JSON keys): lower case, words joined by `_`.
 pub type Counters = Vec<(&'static str, u64)>;
 
+/// The counter `name` of `counters`, if it has one.
+pub fn counter(counters: &[(&'static str, u64)], name: &str) -> Option<u64> {
+    counters.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
 /// Adds `more` into `into`, counter by counter, by name (the workers of one daemon).
 pub fn add_counters(into: &mut Counters, more: &[(&'static str, u64)]) {
     for &(name, v) in more {
@@ -147,6 +152,8 @@ mod tests {
         let mut a: Counters = vec![("sent", 1), ("dropped", 2)];
         add_counters(&mut a, &[("dropped", 3), ("sent", 4), ("new", 5)]);
         assert_eq!(a, vec![("sent", 5), ("dropped", 5), ("new", 5)]);
+        assert_eq!(counter(&a, "new"), Some(5));
+        assert_eq!(counter(&a, "old"), None);
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl Tunnel {
         }
     }
 
+    /// Counts a datagram whose parse failed (the client endpoint parses before routing).
+    pub(crate) fn drop_malformed(&mut self) -> UdpVerdict {
+        self.drop_udp(DropReason::Malformed)
+    }
+
     fn drop_udp(&mut self, r: DropReason) -> UdpVerdict {
         self.count(r);
         UdpVerdict::Drop(r)

@@ -800,3 +800,15 @@ fn limits_shared_by_workers_add_up_to_the_whole() {
     let tiny = Limits { max_pending: 1, unreachables_per_second: 1, ..whole }.shared_by(8);
     assert_eq!((tiny.max_pending, tiny.unreachables_per_second), (1, 1));
 }
+
+#[test]
+fn drop_reasons_index_their_counters() {
+    for (i, r) in DropReason::ALL.into_iter().enumerate() {
+        assert_eq!(r as usize, i, "{r:?} out of order in DropReason::ALL");
+        assert!(r.counter_name().starts_with("dropped_"));
+    }
+    let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.counter_name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), DropReason::ALL.len());
+}

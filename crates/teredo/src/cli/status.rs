@@ -78,13 +78,18 @@ pub(super) fn run(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write) -
     Ok(EXIT_OK)
 }
 
+/// A JSON value as text: a string without quotes, `absent` for null or no value.
+fn text(v: Option<&Value>, absent: &str) -> String {
+    match v {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => absent.into(),
+        Some(x) => x.to_string(),
+    }
+}
+
 /// One daemon's status as text.
 pub(super) fn plain(v: &Value) -> String {
-    let s = |k: &str| match v.get(k) {
-        Some(Value::String(x)) => x.clone(),
-        Some(Value::Null) | None => "none".into(),
-        Some(x) => x.to_string(),
-    };
+    let s = |k: &str| text(v.get(k), "none");
     let mut t = format!("teredo {} (pid {}, up {} s", s("role"), s("pid"), s("uptime_s"));
     if v.get("interface").is_some() {
         t += &format!(", interface {}", s("interface"));
@@ -127,11 +132,7 @@ pub(super) fn plain(v: &Value) -> String {
     }
     if let Some(list) = v.get("peer_list").and_then(Value::as_array) {
         for p in list {
-            let g = |k: &str| match p.get(k) {
-                Some(Value::String(x)) => x.clone(),
-                Some(Value::Null) | None => "-".into(),
-                Some(x) => x.to_string(),
-            };
+            let g = |k: &str| text(p.get(k), "-");
             let seen = p
                 .get("last_seen_s")
                 .and_then(Value::as_f64)

@@ -18,7 +18,6 @@ use teredo_proto::client::{Event, NatKind};
 use tracing::{info, warn};
 
 use super::control::{Observability, Plane};
-use super::relay_plane::{observability, restart_list};
 use super::worker::{Command, Snapshot, Workers};
 use super::{reload, resolve, summary};
 use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host};
@@ -44,10 +43,15 @@ pub struct ClientPlane {
     pub offloads: bool,
 }
 
+/// A client's server: `ServerAddress` and `ServerAddress2`.
+fn server_hosts(cfg: &ClientRelayConfig) -> Option<(Host, Option<Host>)> {
+    Some((cfg.server_address.clone()?, cfg.server_address2.clone()))
+}
+
 impl ClientPlane {
     /// The server's hosts in force.
     fn hosts(&self) -> Option<(Host, Option<Host>)> {
-        Some((self.cfg.server_address.clone()?, self.cfg.server_address2.clone()))
+        server_hosts(&self.cfg)
     }
 
     /// Resolves the server's names on a thread (a new request replaces one under way).
@@ -71,8 +75,7 @@ impl ClientPlane {
 }
 
 impl Plane for ClientPlane {
-    fn event(&mut self, event: Event, workers: &Workers) {
-        let _ = workers;
+    fn event(&mut self, event: Event) {
         match event {
             Event::Up { address, mtu } => {
                 match TeredoAddress::from_ipv6(&address) {
@@ -134,16 +137,9 @@ impl Plane for ClientPlane {
     fn reload(&mut self, workers: &Workers) -> Option<Observability> {
         let overrides = self.overrides.clone();
         let new = reload::read(&self.path, |p| config::load_client_relay(p, &overrides))?;
-        if !new.relay_type.is_client() {
-            reload::needs_restart(&self.path, &[("RelayType", true)]);
-            return Some(observability(&self.cfg));
-        }
-        reload::needs_restart(&self.path, &restart_list(&self.cfg, &new));
-        let server_changed = (&new.server_address, &new.server_address2)
-            != (&self.cfg.server_address, &self.cfg.server_address2);
-        let o = observability(&new);
-        let (hook, max_peers) = (self.cfg.client_hook.clone(), self.cfg.max_peers);
-        self.cfg = ClientRelayConfig { client_hook: hook, max_peers, ..new };
+        let new = reload::client_relay(&self.path, &self.cfg, new);
+        let server_changed = server_hosts(&new) != server_hosts(&self.cfg);
+        self.cfg = new;
         if server_changed {
             info!(
                 "Teredo server is now {}: qualifying with it",
@@ -164,7 +160,7 @@ impl Plane for ClientPlane {
             info!("SIGHUP: soliciting the Teredo server again");
             workers.send(0, Command::SolicitNow);
         }
-        Some(o)
+        Some(reload::client_relay_observability(&self.cfg))
     }
 
     fn summary(&self, last: &[Snapshot]) -> String {

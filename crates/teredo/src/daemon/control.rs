@@ -50,8 +50,8 @@ pub struct Observability {
 /// The role-specific part of the control plane.
 pub trait Plane {
     /// A client's qualification event from its worker.
-    fn event(&mut self, event: client::Event, workers: &Workers) {
-        let _ = (event, workers);
+    fn event(&mut self, event: client::Event) {
+        let _ = event;
     }
     /// Called at every wake-up (results of name resolution).
     fn tick(&mut self, workers: &Workers) {
@@ -66,28 +66,10 @@ pub trait Plane {
     fn finish(&mut self) {}
 }
 
-impl Plane for Box<dyn Plane> {
-    fn event(&mut self, event: client::Event, workers: &Workers) {
-        (**self).event(event, workers)
-    }
-    fn tick(&mut self, workers: &Workers) {
-        (**self).tick(workers)
-    }
-    fn reload(&mut self, workers: &Workers) -> Option<Observability> {
-        (**self).reload(workers)
-    }
-    fn summary(&self, last: &[Snapshot]) -> String {
-        (**self).summary(last)
-    }
-    fn finish(&mut self) {
-        (**self).finish()
-    }
-}
-
 /// Everything the control thread runs.
-pub struct Control<P: Plane> {
+pub struct Control {
     /// The role's part.
-    pub plane: P,
+    pub plane: Box<dyn Plane>,
     /// The workers.
     pub workers: Workers,
     /// Woken by the workers and the signal thread.
@@ -126,7 +108,7 @@ pub fn signal_thread(waker: Arc<Waker>) -> Result<Receiver<Signal>, StartError> 
     Ok(rx)
 }
 
-impl<P: Plane> Control<P> {
+impl Control {
     /// Runs until a termination signal or a worker's failure; then stops the workers and
     /// the role. Returns an error when a worker failed.
     pub fn run(mut self, signals: Receiver<Signal>) -> Result<(), StartError> {
@@ -163,7 +145,7 @@ impl<P: Plane> Control<P> {
                         break 'run;
                     }
                     Report::Client(e) => {
-                        self.plane.event(e, &self.workers);
+                        self.plane.event(e);
                         if matches!(e, client::Event::Up { .. } | client::Event::Down) {
                             notify.status(&self.status_line());
                         }

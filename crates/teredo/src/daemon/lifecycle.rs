@@ -6,7 +6,6 @@
 //! socket and the metrics listener; signals blocked; root dropped for good; then the
 //! workers and the control thread ([`Control::run`]) until a termination signal.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,16 +29,12 @@ use crate::config::LogLevel;
 pub struct Settings {
     /// `SyslogFacility`'s code.
     pub facility: u8,
-    /// `LogLevel`.
-    pub log_level: LogLevel,
-    /// `MetricsAddress`.
-    pub metrics: Option<SocketAddr>,
+    /// `LogLevel` and `MetricsAddress`.
+    pub observability: Observability,
 }
 
 /// One role's daemon, prepared as root.
 pub trait Daemon: Sized {
-    /// The role's control.
-    type Plane: Plane;
     /// The logging settings and the metrics address.
     fn settings(&self) -> Settings;
     /// After detaching, still root and single-threaded; `detached` says whether it did.
@@ -48,14 +43,13 @@ pub trait Daemon: Sized {
         Ok(())
     }
     /// Unprivileged now: starts the workers (which wake `waker` with their reports).
-    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started<Self::Plane>, StartError>;
+    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started, StartError>;
 }
 
 /// A daemon whose workers run.
-#[derive(Debug)]
-pub struct Started<P> {
+pub struct Started {
     /// The role's control.
-    pub plane: P,
+    pub plane: Box<dyn Plane>,
     /// The workers.
     pub workers: Workers,
     /// What the daemon is, for its status.
@@ -92,7 +86,7 @@ pub fn run<D: Daemon>(
     let settings = daemon.settings();
     let mut detached = None;
     if args.foreground {
-        logging::set_level(settings.log_level);
+        logging::set_level(settings.observability.log_level);
     } else {
         match detach::detach() {
             Ok(d) => detached = Some(d),
@@ -101,7 +95,10 @@ pub fn run<D: Daemon>(
                 return 1;
             }
         }
-        logging::init(Target::Syslog { facility: settings.facility, ident: names.ident }, settings.log_level);
+        logging::init(
+            Target::Syslog { facility: settings.facility, ident: names.ident },
+            settings.observability.log_level,
+        );
     }
     let status = match serve(names, args, daemon, settings, &mut detached) {
         Ok(()) => 0,
@@ -134,7 +131,7 @@ fn serve<D: Daemon>(
     let user = privileges::lookup_user(&args.user).map_err(|e| StartError(e.to_string()))?;
     daemon.after_detach(detached.is_some())?;
     let listener = ControlListener::bind().map_err(|e| StartError::new("control socket", e))?;
-    let metrics = match settings.metrics {
+    let metrics = match settings.observability.metrics {
         Some(a) => Some(Endpoint::bind(a).map_err(|e| StartError::new(format!("MetricsAddress {a}"), e))?),
         None => None,
     };
@@ -154,7 +151,7 @@ fn serve<D: Daemon>(
         metrics,
         identity: started.identity,
         uid: user.uid,
-        observability: Observability { metrics: settings.metrics, log_level: settings.log_level },
+        observability: settings.observability,
     };
     if let Some(d) = detached.as_mut() {
         d.ready();

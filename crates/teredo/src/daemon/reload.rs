@@ -1,13 +1,18 @@
 //! Reading a daemon's configuration file again on SIGHUP: what can change without new
 //! privileges takes effect, what needs a restart is logged as such, and a file with an
 //! error is refused with its `FILE:LINE` diagnostics while the daemon keeps running on
-//! the configuration it has.
+//! the configuration it has. This file is the one place that says which directive is
+//! which.
+//!
+//! Reloadable: a client's `ServerAddress` and `ServerAddress2`, `LogLevel` and
+//! `MetricsAddress`, in both files. Everything else was applied as root at start-up.
 
 use std::path::Path;
 
 use tracing::{error, warn};
 
-use crate::config::{LoadError, Parsed, Severity};
+use super::control::Observability;
+use crate::config::{ClientRelayConfig, LoadError, Parsed, ServerConfig, Severity};
 
 /// Reads `path` with `load`, logging every diagnostic; `None` when it cannot be used.
 pub fn read<T>(path: &Path, load: impl FnOnce(&Path) -> Result<Parsed<T>, LoadError>) -> Option<T> {
@@ -31,8 +36,84 @@ pub fn read<T>(path: &Path, load: impl FnOnce(&Path) -> Result<Parsed<T>, LoadEr
 }
 
 /// Logs each directive of `changed` whose value changed as needing a restart.
-pub fn needs_restart(path: &Path, changed: &[(&str, bool)]) {
+fn needs_restart(path: &Path, changed: &[(&str, bool)]) {
     for (name, _) in changed.iter().filter(|(_, c)| *c) {
         warn!("{}: changed, but it takes a restart of teredo to apply it", super::locate(path, name));
+    }
+}
+
+/// The settings of `miredo.conf` the control thread applies.
+pub fn client_relay_observability(cfg: &ClientRelayConfig) -> Observability {
+    Observability { metrics: cfg.metrics_address, log_level: cfg.log_level }
+}
+
+/// The settings of `miredo-server.conf` the control thread applies.
+pub fn server_observability(cfg: &ServerConfig) -> Observability {
+    Observability { metrics: cfg.metrics_address, log_level: cfg.log_level }
+}
+
+/// The `miredo.conf` to run on after a reload that read `new` from `path`: `running` with
+/// the reloadable directives of `new` (the server only for the same `RelayType`); every
+/// other directive that changed is logged as needing a restart, and stays as it runs.
+pub fn client_relay(path: &Path, running: &ClientRelayConfig, new: ClientRelayConfig) -> ClientRelayConfig {
+    let same_role = running.relay_type == new.relay_type;
+    needs_restart(
+        path,
+        &[
+            ("RelayType", !same_role),
+            ("Prefix", running.prefix != new.prefix),
+            ("InterfaceMTU", running.interface_mtu != new.interface_mtu),
+            ("InterfaceName", running.interface_name != new.interface_name),
+            ("BindAddress", running.bind_address != new.bind_address),
+            ("BindPort", running.bind_port != new.bind_port),
+            ("SyslogFacility", running.syslog_facility != new.syslog_facility),
+            ("ClientHook", running.client_hook != new.client_hook),
+            ("MaxPeers", running.max_peers != new.max_peers),
+        ],
+    );
+    let mut cfg = running.clone();
+    if same_role {
+        cfg.server_address = new.server_address;
+        cfg.server_address2 = new.server_address2;
+    }
+    cfg.metrics_address = new.metrics_address;
+    cfg.log_level = new.log_level;
+    cfg
+}
+
+/// The `miredo-server.conf` to run on after a reload (see [`client_relay`]).
+pub fn server(path: &Path, running: &ServerConfig, new: ServerConfig) -> ServerConfig {
+    needs_restart(
+        path,
+        &[
+            ("ServerBindAddress", running.server_bind_address != new.server_bind_address),
+            ("ServerBindAddress2", running.server_bind_address2 != new.server_bind_address2),
+            ("Prefix", running.prefix != new.prefix),
+            ("InterfaceMTU", running.interface_mtu != new.interface_mtu),
+            ("SyslogFacility", running.syslog_facility != new.syslog_facility),
+        ],
+    );
+    ServerConfig { metrics_address: new.metrics_address, log_level: new.log_level, ..running.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LogLevel, parse_client_relay};
+
+    #[test]
+    fn only_reloadable_directives_change() {
+        let old = parse_client_relay("ServerAddress 192.0.2.1\nBindPort 3545\n", "c").config.unwrap();
+        let new = parse_client_relay("ServerAddress 192.0.2.3\nBindPort 4000\nLogLevel debug\n", "c")
+            .config
+            .unwrap();
+        let cfg = client_relay(Path::new("c"), &old, new);
+        assert_eq!(cfg.server_address, Some("192.0.2.3".parse().unwrap()));
+        assert_eq!(cfg.log_level, LogLevel::Debug);
+        assert_eq!(cfg.bind_port, 3545, "BindPort takes a restart");
+        // A relay in the new file: the client keeps its server.
+        let relay = parse_client_relay("RelayType cone\n", "c").config.unwrap();
+        let cfg = client_relay(Path::new("c"), &old, relay);
+        assert_eq!(cfg.server_address, old.server_address);
     }
 }

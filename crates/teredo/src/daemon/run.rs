@@ -39,7 +39,7 @@ use super::lifecycle::{self, Daemon, Names, Settings, Started};
 use super::relay_plane::RelayPlane;
 use super::status::Identity;
 use super::tunnel_worker::{Core, TunnelWorker};
-use super::{DaemonArgs, StartError, resolve, worker};
+use super::{DaemonArgs, StartError, reload, resolve, worker};
 use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayType};
 
 /// `teredo run [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_NAME]`.
@@ -289,13 +289,10 @@ fn configure_relay_interface(tun: &Tun, cfg: &ClientRelayConfig) -> Result<(), S
 }
 
 impl Daemon for RunDaemon {
-    type Plane = Box<dyn Plane>;
-
     fn settings(&self) -> Settings {
         Settings {
             facility: self.cfg.syslog_facility.code(),
-            log_level: self.cfg.log_level,
-            metrics: self.cfg.metrics_address,
+            observability: reload::client_relay_observability(&self.cfg),
         }
     }
 
@@ -315,7 +312,7 @@ impl Daemon for RunDaemon {
         Ok(())
     }
 
-    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started<Self::Plane>, StartError> {
+    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started, StartError> {
         let local =
             self.udps.first().map(local_v4).transpose().map_err(|e| StartError::new("UDP socket", e))?;
         let start = std::time::Instant::now();
@@ -333,7 +330,6 @@ impl Daemon for RunDaemon {
         let limits = whole.shared_by(workers);
         let interface = self.tuns.first().map(|t| t.name().to_owned());
         let mut roles = Vec::with_capacity(workers);
-        let mut client_hosts = None;
         for (i, (udp, tun)) in self.udps.into_iter().zip(self.tuns).enumerate() {
             // The TUN's packets for non-Teredo destinations, which get the unreachables, all
             // go to worker 0: it keeps the whole rate.
@@ -350,7 +346,6 @@ impl Daemon for RunDaemon {
                     };
                     let mut c = self.timers.apply(client::Config::new(address));
                     c.secondary = server2.as_ref().and_then(Host::ipv4);
-                    client_hosts = Some(());
                     let e = ClientEndpoint::new(c, self.key.clone(), limits, now)
                         .map_err(|e| StartError::new("ServerAddress", e))?;
                     Core::Client(e)
@@ -363,7 +358,7 @@ impl Daemon for RunDaemon {
             roles.push(TunnelWorker::new(start, udp, tun, core));
         }
         let offloads = roles.first().is_some_and(TunnelWorker::offloads);
-        let what = if client_hosts.is_some() { "client" } else { "relay" };
+        let what = if matches!(self.mode, Mode::Client { .. }) { "client" } else { "relay" };
         info!(
             "Teredo {what} on {} (UDP {}), running as {} (uid {}), TUN offloads {}, {workers} worker{}",
             interface.as_deref().unwrap_or("?"),

@@ -29,8 +29,8 @@ use teredo_net::privileges::User;
 use teredo_net::udp::{RawIpv6, bind_udp};
 use teredo_net::waker::Waker;
 use teredo_proto::address::TEREDO_PORT;
-use teredo_proto::server::{Action, Local, Server, ServerConfig, ServerStats};
-use teredo_proto::status::ServerStatus;
+use teredo_proto::server::{Action, DropReason, Local, Server, ServerConfig, ServerStats};
+use teredo_proto::status::{ServerStatus, add_counters, counter};
 use tracing::{info, warn};
 
 use super::control::{Observability, Plane};
@@ -181,17 +181,14 @@ fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
 }
 
 impl Daemon for ServerDaemon {
-    type Plane = ServerPlane;
-
     fn settings(&self) -> Settings {
         Settings {
             facility: self.cfg.syslog_facility.code(),
-            log_level: self.cfg.log_level,
-            metrics: self.cfg.metrics_address,
+            observability: reload::server_observability(&self.cfg),
         }
     }
 
-    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started<ServerPlane>, StartError> {
+    fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started, StartError> {
         let cfg = *self.server.config();
         let server = Arc::new(self.server);
         let raw = Arc::new(self.raw);
@@ -220,7 +217,7 @@ impl Daemon for ServerDaemon {
             config: self.path.display().to_string(),
         };
         Ok(Started {
-            plane: ServerPlane { path: self.path, overrides: self.overrides, cfg: self.cfg },
+            plane: Box::new(ServerPlane { path: self.path, overrides: self.overrides, cfg: self.cfg }),
             workers,
             identity,
         })
@@ -238,42 +235,27 @@ pub struct ServerPlane {
 impl Plane for ServerPlane {
     fn reload(&mut self, _: &Workers) -> Option<Observability> {
         let new = reload::read(&self.path, |p| config::load_server(p, &self.overrides))?;
-        let old = &self.cfg;
-        reload::needs_restart(
-            &self.path,
-            &[
-                ("ServerBindAddress", old.server_bind_address != new.server_bind_address),
-                ("ServerBindAddress2", old.server_bind_address2 != new.server_bind_address2),
-                ("Prefix", old.prefix != new.prefix),
-                ("InterfaceMTU", old.interface_mtu != new.interface_mtu),
-                ("SyslogFacility", old.syslog_facility != new.syslog_facility),
-            ],
-        );
-        self.cfg.metrics_address = new.metrics_address;
-        self.cfg.log_level = new.log_level;
-        Some(Observability { metrics: new.metrics_address, log_level: new.log_level })
+        self.cfg = reload::server(&self.path, &self.cfg, new);
+        Some(reload::server_observability(&self.cfg))
     }
 
     fn summary(&self, last: &[Snapshot]) -> String {
-        let mut t = ServerStats::default();
         let mut c = Vec::new();
         for (i, s) in last.iter().enumerate() {
             let w = s.counters();
-            let get = |n: &str| w.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-            if let Some(frames) = get("packet_frames") {
+            if let Some(frames) = counter(w, "packet_frames") {
                 info!(
                     "worker {i}: {frames} frames sent on the packet socket, {} datagrams through the UDP sockets, {} frames refused",
-                    get("packet_fallbacks").unwrap_or(0),
-                    get("packet_refused").unwrap_or(0)
+                    counter(w, "packet_fallbacks").unwrap_or(0),
+                    counter(w, "packet_refused").unwrap_or(0)
                 );
             }
-            teredo_proto::status::add_counters(&mut c, w);
+            add_counters(&mut c, w);
         }
-        let get = |n: &str| c.iter().find(|(k, _): &&(&str, u64)| *k == n).map_or(0, |(_, v)| *v);
-        t.received = get("received");
+        let get = |n: &str| counter(&c, n).unwrap_or(0);
         format!(
             "{} datagrams: {} advertisements, {} relayed to clients, {} to IPv6, {} malformed, {} dropped",
-            t.received,
+            get("received"),
             get("advertisements"),
             get("relayed_udp"),
             get("relayed_ipv6"),
@@ -339,8 +321,7 @@ impl ServerWorker {
             for i in 0..n {
                 let (from, data, truncated) = self.rx.get(i);
                 if truncated {
-                    self.stats.received += 1;
-                    self.stats.malformed += 1;
+                    self.stats.count(&Action::Drop(DropReason::Oversized));
                     continue;
                 }
                 // With a packet socket the answer is written straight into the next frame,

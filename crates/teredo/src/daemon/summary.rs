@@ -1,6 +1,6 @@
 //! The line a client or relay logs when it stops: its workers' counters, summed.
 
-use teredo_proto::status::{Counters, add_counters};
+use teredo_proto::status::{Counters, add_counters, counter};
 
 use super::worker::Snapshot;
 
@@ -17,7 +17,7 @@ pub fn tunnel_line(last: &[Snapshot], offloads: bool) -> String {
             Snapshot::Server(_) => {}
         }
     }
-    let get = |n: &str| c.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v);
+    let get = |n: &str| counter(&c, n).unwrap_or(0);
     let qualification = if last.iter().any(|s| matches!(s, Snapshot::Client(_))) {
         format!(
             "qualification: {} RSs sent, {} RAs accepted, {} rejected, {} timeouts, {} up, {} down; ",

@@ -30,7 +30,7 @@ use super::StartError;
 const COMMAND_QUEUE: usize = 16;
 /// Reports waiting for the control thread at most, from all workers.
 const REPORT_QUEUE: usize = 64;
-/// The longest a worker sleeps: it then runs its timers and publishes its heartbeat.
+/// The longest a worker sleeps: it then runs its timers and counts a heartbeat.
 pub const MAX_WAIT: Duration = Duration::from_millis(500);
 
 /// What the control thread asks a worker.
@@ -136,19 +136,26 @@ pub struct Workers {
     stop: Arc<AtomicBool>,
     /// The reports of every worker.
     pub reports: Receiver<Report>,
-    /// Each worker's last loop, in milliseconds since `start` (for the watchdog).
-    heartbeats: Arc<Vec<AtomicU64>>,
-    start: Instant,
+    /// Each worker's loop count (for the watchdog).
+    heartbeats: Arc<Vec<Heartbeat>>,
+    /// Per worker, the count last seen and when it last changed.
+    seen: Vec<(u64, Instant)>,
 }
+
+/// A worker's loop count, alone on its cache line: each worker writes its own at every
+/// wake-up, and neighbours must not share a line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Heartbeat(AtomicU64);
 
 /// Starts one thread per role, named `worker-N`. `control` is woken for every report.
 pub fn spawn<R: Role>(roles: Vec<R>, control: Arc<Waker>) -> Result<Workers, StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (report_tx, reports) = mpsc::sync_channel(REPORT_QUEUE);
-    let start = Instant::now();
-    let heartbeats = Arc::new((0..roles.len()).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+    let heartbeats = Arc::new((0..roles.len()).map(|_| Heartbeat::default()).collect::<Vec<_>>());
+    let seen = vec![(0, Instant::now()); roles.len()];
     let mut workers =
-        Workers { links: Vec::new(), handles: Vec::new(), stop: stop.clone(), reports, heartbeats, start };
+        Workers { links: Vec::new(), handles: Vec::new(), stop: stop.clone(), reports, heartbeats, seen };
     for (i, role) in roles.into_iter().enumerate() {
         let waker = Arc::new(Waker::new().map_err(|e| StartError::new("worker wake-up channel", e))?);
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
@@ -160,7 +167,6 @@ pub fn spawn<R: Role>(roles: Vec<R>, control: Arc<Waker>) -> Result<Workers, Sta
             reports: report_tx.clone(),
             control: control.clone(),
             heartbeats: workers.heartbeats.clone(),
-            start,
         };
         let handle = thread::Builder::new()
             .name(format!("worker-{i}"))
@@ -214,11 +220,20 @@ impl Workers {
             .collect()
     }
 
-    /// Whether every worker went through its loop within `within` (the watchdog's test).
-    pub fn alive(&self, within: Duration) -> bool {
-        let now = self.start.elapsed().as_millis() as u64;
-        let limit = within.as_millis() as u64;
-        self.heartbeats.iter().all(|h| now.saturating_sub(h.load(Ordering::Relaxed)) <= limit)
+    /// Whether every worker went through its loop within `within` (the watchdog's test;
+    /// an idle worker still wakes every [`MAX_WAIT`]).
+    pub fn alive(&mut self, within: Duration) -> bool {
+        let now = Instant::now();
+        let mut all = true;
+        for (h, (count, changed)) in self.heartbeats.iter().zip(&mut self.seen) {
+            let c = h.0.load(Ordering::Relaxed);
+            if c != *count {
+                *count = c;
+                *changed = now;
+            }
+            all &= now.duration_since(*changed) <= within;
+        }
+        all
     }
 
     /// Stops every worker and waits for them; returns their last snapshots and whether
@@ -248,8 +263,7 @@ struct Context {
     stop: Arc<AtomicBool>,
     reports: SyncSender<Report>,
     control: Arc<Waker>,
-    heartbeats: Arc<Vec<AtomicU64>>,
-    start: Instant,
+    heartbeats: Arc<Vec<Heartbeat>>,
 }
 
 impl Context {
@@ -281,6 +295,7 @@ fn supervise<R: Role>(mut role: R, ctx: Context) -> Option<Snapshot> {
 /// The one worker loop.
 fn run<R: Role>(role: &mut R, ctx: &Context) {
     let mut reports = Vec::new();
+    let mut beats = 0u64;
     while !ctx.stop.load(Ordering::Relaxed) {
         let wait = role.handle_timeout().min(MAX_WAIT);
         let polled = {
@@ -311,8 +326,9 @@ fn run<R: Role>(role: &mut R, ctx: &Context) {
         for r in reports.drain(..) {
             ctx.report(r);
         }
+        beats = beats.wrapping_add(1);
         if let Some(h) = ctx.heartbeats.get(ctx.index) {
-            h.store(ctx.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            h.0.store(beats, Ordering::Relaxed);
         }
     }
 }

@@ -156,12 +156,12 @@ fn status_of_client_relay_and_server() {
         println!("server: {s}");
         let addrs = [w.server.primary.to_string(), w.server.secondary.to_string()];
         ensure!(s["role"] == "server" && s["addresses"] == serde_json::json!(addrs), "{s}");
+        ensure!(s["pid"].as_u64() == w.server_d.pid().map(u64::from), "{s}");
         ensure!(counter(&s, "advertisements") >= 1, "{s}");
         // Where no daemon runs.
         let out = w.host.exec_output(TEREDO, &["status"])?;
         ensure!(!out.status.success(), "teredo status succeeded with no daemon");
         ensure!(String::from_utf8_lossy(&out.stderr).contains("no teredo daemon"), "{out:?}");
-        drop((w.server_d, w.relay_d, w.client_d));
         Ok(())
     });
 }
@@ -185,13 +185,13 @@ fn two_clients_in_two_namespaces_each_see_their_own() {
     });
 }
 
-/// `GET /metrics` on 127.0.0.1:`port` inside `node`: the status line and the body.
-fn scrape(node: &Node, port: u16) -> TestResult<(String, String)> {
+/// `GET path` on 127.0.0.1:`port` inside `node`: the status line and the body.
+fn http_get(node: &Node, port: u16, path: &str) -> TestResult<(String, String)> {
     let text = node.enter(|| -> std::io::Result<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut t = String::new();
         s.read_to_string(&mut t)?;
         Ok(t)
@@ -208,7 +208,7 @@ fn metric(body: &str, name: &str) -> Option<f64> {
 fn metrics_scraped_and_accepted_by_promtool() {
     teredo_lab::run("ctl-metrics", &["promtool"], |lab: &mut Lab| -> TestResult {
         let w = world(lab, "MetricsAddress 127.0.0.1:9544\n")?;
-        let (status_line, body) = scrape(&w.client, 9544)?;
+        let (status_line, body) = http_get(&w.client, 9544, "/metrics")?;
         ensure!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
         let path = w.client.write_artifact("metrics.txt", &body)?;
         let check = std::process::Command::new("sh")
@@ -225,7 +225,7 @@ fn metrics_scraped_and_accepted_by_promtool() {
             metric(&body, "teredo_sent_total").ok_or_else(|| format!("no teredo_sent_total:\n{body}"))?;
         ensure!(metric(&body, "teredo_qualified") == Some(1.0), "{body}");
         ensure!(w.client.ping6(w.host.ipv6, 3), "ping");
-        let (_, body) = scrape(&w.client, 9544)?;
+        let (_, body) = http_get(&w.client, 9544, "/metrics")?;
         let after = metric(&body, "teredo_sent_total").unwrap_or(0.0);
         ensure!(after >= before + 3.0, "teredo_sent_total {before} -> {after}");
         // Without the directive, no TCP listener at all.
@@ -239,14 +239,7 @@ fn metrics_scraped_and_accepted_by_promtool() {
             "{client_tcp}"
         );
         // Anything else than GET /metrics is refused.
-        let other = w.client.enter(|| -> std::io::Result<String> {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9544))?;
-            s.write_all(b"GET /other HTTP/1.0\r\n\r\n")?;
-            let mut t = String::new();
-            s.read_to_string(&mut t)?;
-            Ok(t)
-        })??;
+        let (other, _) = http_get(&w.client, 9544, "/other")?;
         ensure!(other.starts_with("HTTP/1.1 404"), "{other}");
         Ok(())
     });
