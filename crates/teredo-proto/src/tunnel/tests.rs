@@ -11,9 +11,13 @@ use proptest::prelude::*;
 use zerocopy::IntoBytes;
 
 use super::*;
+use crate::address::LINK_LOCAL_RESTRICTED;
 use crate::address::{Flags, TEREDO_PREFIX, TeredoAddress};
+use crate::peers::PeerLimits;
 use crate::server::{Action, Local, Server, ServerConfig};
 use crate::wire::icmpv6::{self, Message};
+use crate::wire::icmpv6::{DestinationUnreachable, Echo, Icmpv6Repr};
+use crate::wire::ipv6;
 use crate::wire::ipv6::{Ipv6Header, Ipv6Packet};
 use crate::wire::{OriginIndication, TeredoPacket, encap};
 
