@@ -51,12 +51,14 @@
 //! - A server host name is resolved again before every new start, also when the client
 //!   never qualified (Miredo does it only after a loss).
 
+mod config;
+mod events;
 mod qualification;
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::address::{Flags, TEREDO_PORT, TEREDO_PREFIX, TeredoAddress, is_global_unicast};
@@ -64,189 +66,16 @@ use crate::nonce::TokenKey;
 use crate::time::Instant;
 use crate::wire::{OriginIndication, PacketKind, TeredoPacket};
 
+pub use config::{
+    Config, DEFAULT_REFRESH_INTERVAL, DEFAULT_REPLY_TIMEOUT, DEFAULT_RESTART_DELAY, DEFAULT_TRIES, MIN_DELAY,
+    ServerAddress, ServerNotGlobal,
+};
+pub use events::{Event, NatKind, State, Stats, Transmit};
 pub use qualification::{RS_LEN, Rejection};
-
-/// The default refresh interval: 30 s (RFC 4380 §5.2; RFC 6081 §5.1.1 "the default MUST
-/// be 30 seconds").
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-/// The default time to wait for an RA before sending the RS again: T = 4 s (RFC 4380
-/// §5.2.1, after RFC 4861).
-pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(4);
-/// The default number of RSs sent before the server is deemed unreachable: N = 3
-/// (RFC 4380 §5.2.1).
-pub const DEFAULT_TRIES: u8 = 3;
-/// The default wait after the server was found unreachable, counted from the last RS
-/// (Miredo's restart delay; RFC 4380 leaves it open).
-pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(100);
-/// The shortest delay the client accepts for any of its timers; shorter ones are raised
-/// to it, so that no configuration makes it spin.
-pub const MIN_DELAY: Duration = Duration::from_millis(100);
 
 /// How many events are kept for [`Client::poll_event`]; older ones are dropped (and
 /// counted) when the caller does not drain them.
 const EVENT_CAPACITY: usize = 16;
-
-/// Where the server's primary address comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerAddress {
-    /// A literal IPv4 address from the configuration.
-    Ipv4(Ipv4Addr),
-    /// A host name that the I/O layer resolves when the client emits
-    /// [`Event::ResolveServer`], answering with [`Client::set_server`] or
-    /// [`Client::resolution_failed`]. It is resolved again before each new start, after
-    /// the server was found unreachable.
-    HostName,
-}
-
-/// The client's configuration (RFC 4380 §5.2: "the IPv4 address of a server" and "a
-/// secondary IPv4 address of that server"; the timers of §5.2.1 and §5.2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    /// The server's primary address.
-    pub server: ServerAddress,
-    /// The server's secondary address; `None` for the primary address plus one, the
-    /// convention of Miredo's and Windows' servers.
-    pub secondary: Option<Ipv4Addr>,
-    /// The Teredo refresh interval: the time from one RS to the next once qualified
-    /// (RFC 4380 §5.2.5; configurable per RFC 6081 §5.1.1).
-    pub refresh_interval: Duration,
-    /// How long to wait for an RA before sending the RS again (T of RFC 4380 §5.2.1).
-    pub reply_timeout: Duration,
-    /// How many RSs in a row may go unanswered before the server is unreachable (N of
-    /// RFC 4380 §5.2.1).
-    pub tries: u8,
-    /// How long to wait, after the last unanswered RS, before starting over.
-    pub restart_delay: Duration,
-}
-
-impl Config {
-    /// The configuration for `server` with every default: secondary address primary + 1,
-    /// refresh every 30 s, 4 s reply timeout, 3 tries, 100 s restart delay.
-    pub fn new(server: ServerAddress) -> Self {
-        Self {
-            server,
-            secondary: None,
-            refresh_interval: DEFAULT_REFRESH_INTERVAL,
-            reply_timeout: DEFAULT_REPLY_TIMEOUT,
-            tries: DEFAULT_TRIES,
-            restart_delay: DEFAULT_RESTART_DELAY,
-        }
-    }
-
-    /// The same configuration with every delay at least [`MIN_DELAY`] and at least one try.
-    fn sanitised(mut self) -> Self {
-        self.refresh_interval = self.refresh_interval.max(MIN_DELAY);
-        self.reply_timeout = self.reply_timeout.max(MIN_DELAY);
-        self.restart_delay = self.restart_delay.max(MIN_DELAY);
-        self.tries = self.tries.max(1);
-        self
-    }
-}
-
-/// A server address that cannot be used: it is not global unicast (RFC 4380 §5.2.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("Teredo server address {0} is not a global unicast IPv4 address (RFC 4380 §5.2.4)")]
-pub struct ServerNotGlobal(pub Ipv4Addr);
-
-/// What the secondary-address probe of RFC 4380 §5.2.1 found about the NAT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NatKind {
-    /// The secondary address saw the same mapping as the primary: the NAT keeps one
-    /// mapping for every destination (endpoint-independent mapping, RFC 4787 §4.1). It is
-    /// a cone or a (port-)restricted cone NAT, or there is no NAT; since RFC 5991 §3.2 the
-    /// client cannot tell which.
-    SameMapping,
-    /// The secondary address saw another mapping: a symmetric NAT (RFC 4380 §5.2.1). The
-    /// client still qualifies with the primary's mapping; peers behind their own NATs may
-    /// not reach it directly, relays can.
-    Symmetric,
-    /// The secondary address never answered (or none is usable): unknown.
-    Unknown,
-}
-
-/// What the daemon must act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Qualified (RFC 4380 §5.2.1), or the address or MTU changed (§5.2.5): configure the
-    /// interface with this Teredo address and MTU. When it replaces an earlier `Up`, the
-    /// old address is invalid: reset the list of peers, whose entries were made for it.
-    Up {
-        /// The client's Teredo address.
-        address: Ipv6Addr,
-        /// The MTU the server advertised (1280 without an MTU option).
-        mtu: u16,
-    },
-    /// Teredo connectivity is lost: the server stopped answering (3 RSs in a row). Remove
-    /// the address and reset the list of peers. The client keeps trying.
-    Down,
-    /// The secondary-address probe finished (once per qualification and per new mapping).
-    NatBehaviour(NatKind),
-    /// Resolve the server's host name to IPv4 addresses, then call [`Client::set_server`]
-    /// (or [`Client::resolution_failed`]).
-    ResolveServer,
-}
-
-/// The client's state, for status output (RFC 4380 §5.2 "Teredo connectivity status").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Waiting for the server's host name to be resolved.
-    Resolving,
-    /// Soliciting the server, not qualified ("Starting" in RFC 4380 §5.2.1).
-    Qualifying,
-    /// Qualified, with a Teredo address; maintaining it (RFC 4380 §5.2.5).
-    Qualified,
-    /// The server was unreachable; waiting the restart delay ("Off line").
-    Offline,
-}
-
-/// A datagram to send: `len` bytes written at the start of the caller's buffer, to go over
-/// UDP from the Teredo service port to `dst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    /// The destination: a server address, port 3544.
-    pub dst: SocketAddrV4,
-    /// The length of the UDP payload.
-    pub len: usize,
-}
-
-/// Plain counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Router solicitations sent (to either server address).
-    pub rs_sent: u64,
-    /// Router advertisements accepted.
-    pub ra_accepted: u64,
-    /// Datagrams taken as qualification messages and ignored.
-    pub ra_rejected: u64,
-    /// Why the last one was ignored.
-    pub last_rejection: Option<Rejection>,
-    /// Router solicitations to the primary address that went unanswered.
-    pub timeouts: u64,
-    /// `Up` events.
-    pub up: u64,
-    /// `Down` events.
-    pub down: u64,
-    /// Times a refresh found a new mapping.
-    pub mapping_changes: u64,
-    /// Events dropped because the caller did not poll them.
-    pub events_dropped: u64,
-}
-
-impl Stats {
-    /// The counters by name (see [`crate::status`]).
-    pub fn counters(&self) -> crate::status::Counters {
-        vec![
-            ("rs_sent", self.rs_sent),
-            ("ra_accepted", self.ra_accepted),
-            ("ra_rejected", self.ra_rejected),
-            ("rs_timeouts", self.timeouts),
-            ("qualifications", self.up),
-            ("losses", self.down),
-            ("mapping_changes", self.mapping_changes),
-            ("events_dropped", self.events_dropped),
-        ]
-    }
-}
 
 /// One solicitation exchange: an RS is due, or one was sent and waits for its RA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

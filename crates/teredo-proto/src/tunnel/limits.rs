@@ -14,7 +14,7 @@ const MAX_RETRIES: usize = 1 << 16;
 pub struct Limits {
     /// The list of peers and its queues.
     pub peers: PeerLimits,
-    /// Most outputs (bubbles, echo tests, errors) waiting for [`Tunnel::poll_transmit`];
+    /// Most outputs (bubbles, echo tests, errors) waiting for [`Tunnel::poll_transmit`](super::Tunnel::poll_transmit);
     /// more are dropped and counted.
     pub max_pending: usize,
     /// Most ICMPv6 destination unreachables per second (Miredo: 10).
