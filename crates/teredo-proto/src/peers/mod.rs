@@ -79,23 +79,28 @@
 //! one table, and the limits above apply per shard (divide `max_peers` and the queue
 //! budget by the number of shards).
 
+mod entry;
 mod hash;
 mod queue;
+mod slots;
+mod sweep;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
-
-use zerocopy::{FromZeros, KnownLayout};
 
 use crate::time::Instant;
 
+pub use entry::{Peer, ProbeCheck};
 pub use hash::PeerHasher;
 pub use queue::{PACKET_OVERHEAD, QueueError, Queued, Released};
 
 use hash::reduce;
 use queue::Queues;
+pub use slots::slots_for;
+use slots::{allocate, initial_slots, insert_at_home, sweep_interval};
+use sweep::Sweep;
 
 /// The default number of peers: 2^20, Miredo's `MAX_PEERS` with libJudy.
 pub const DEFAULT_MAX_PEERS: usize = 1 << 20;
@@ -168,203 +173,6 @@ pub struct AllocationFailed {
 #[error("the peer table is full")]
 pub struct TableFull;
 
-/// What the bubble and echo-test rules of RFC 4380 §5.2.6 allow now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeCheck {
-    /// Send one now (then call [`Peer::record_probe`]).
-    Send,
-    /// The last one went less than [`PROBE_SPACING`] ago and may still be answered: send
-    /// nothing before this instant.
-    Wait(Instant),
-    /// [`MAX_PROBES`] went unanswered (the last one more than [`PROBE_SPACING`] ago) in
-    /// the last [`PROBE_WINDOW`]: the peer is unreachable for now.
-    Exhausted,
-}
-
-/// One entry of the list of recent peers (RFC 4380 §5.2), 40 bytes.
-///
-/// Dates are kept as 32-bit milliseconds of [`Instant`] (wrapping, see the module
-/// comment); every method takes the present instant.
-#[derive(Clone, Copy, FromZeros, KnownLayout)]
-#[repr(C)]
-pub struct Peer {
-    address: [u8; 16],
-    mapped_addr: [u8; 4],
-    /// "The date and time of the last reception from the peer."
-    last_rx: u32,
-    /// The last use of the entry in either direction, for expiry.
-    last_used: u32,
-    /// "The date and time of the last transmission to the peer", as RFC 4380 §5.2.6 uses
-    /// it: the last bubble or echo test sent.
-    last_probe: u32,
-    /// Queue handle, 0 for none.
-    queue: u32,
-    mapped_port: u16,
-    /// Bit 0: trusted. Bits 1 to 3: bubbles or echo tests sent without an answer.
-    state: u8,
-    /// Displacement from the home slot plus one; 0 for an empty slot.
-    probe: u8,
-}
-
-const TRUSTED: u8 = 1;
-const PROBES_SHIFT: u8 = 1;
-const PROBES_MASK: u8 = 0b1110;
-
-#[inline(always)]
-fn stamp(now: Instant) -> u32 {
-    (now.as_micros() / 1000) as u32
-}
-
-#[inline(always)]
-fn ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
-impl core::fmt::Debug for Peer {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Peer")
-            .field("address", &self.address())
-            .field("mapping", &self.stored_mapping())
-            .field("trusted", &self.is_trusted())
-            .field("probes", &self.probes())
-            .field("queue", &self.queue)
-            .finish()
-    }
-}
-
-impl Peer {
-    const EMPTY: Self = Self {
-        address: [0; 16],
-        mapped_addr: [0; 4],
-        last_rx: 0,
-        last_used: 0,
-        last_probe: 0,
-        queue: 0,
-        mapped_port: 0,
-        state: 0,
-        probe: 0,
-    };
-
-    /// A new entry as RFC 4380 §5.2.3 and §5.2.6 create them: not trusted, no mapping, last
-    /// reception and last transmission 30 s before `now`, no bubble sent.
-    fn new(address: [u8; 16], now: Instant) -> Self {
-        let t = stamp(now);
-        let before = t.wrapping_sub(ms(VALIDITY));
-        Self { address, last_rx: before, last_used: t, last_probe: before, ..Self::EMPTY }
-    }
-
-    /// The peer's IPv6 address.
-    pub fn address(&self) -> Ipv6Addr {
-        Ipv6Addr::from(self.address)
-    }
-
-    /// Whether the mapping is trusted (RFC 4380 §5.2 "the status of the mapped address").
-    pub fn is_trusted(&self) -> bool {
-        self.state & TRUSTED != 0
-    }
-
-    /// The trusted mapping: the peer's IPv4 address and UDP port, `None` while untrusted.
-    pub fn mapping(&self) -> Option<SocketAddrV4> {
-        self.is_trusted().then(|| self.stored_mapping())
-    }
-
-    fn stored_mapping(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::from(self.mapped_addr), self.mapped_port)
-    }
-
-    /// Whether the last reception is less than [`VALIDITY`] old (RFC 4380 §5.2.4).
-    #[inline]
-    pub fn is_valid(&self, now: Instant) -> bool {
-        stamp(now).wrapping_sub(self.last_rx) < ms(VALIDITY)
-    }
-
-    /// The mapping to send to when the entry is trusted and valid (RFC 4380 §5.2.4 case 1,
-    /// §5.4.1 case 1): the fast path.
-    #[inline]
-    pub fn trusted_mapping(&self, now: Instant) -> Option<SocketAddrV4> {
-        (self.is_trusted() && self.is_valid(now)).then(|| self.stored_mapping())
-    }
-
-    /// Whether a trusted mapping equals `from`.
-    #[inline]
-    pub fn is_trusted_from(&self, from: SocketAddrV4) -> bool {
-        self.is_trusted() && self.mapped_addr == from.ip().octets() && self.mapped_port == from.port()
-    }
-
-    /// Marks the mapping `mapping` trusted after a verified reception at `now` (RFC 4380
-    /// §5.2.3 cases 1 to 3, §5.4.2): last reception now, bubble count zero.
-    pub fn trust(&mut self, now: Instant, mapping: SocketAddrV4) {
-        self.mapped_addr = mapping.ip().octets();
-        self.mapped_port = mapping.port();
-        self.state = TRUSTED;
-        self.received(now);
-    }
-
-    /// Records a verified reception at `now`: the entry is used, its last reception is now
-    /// and the bubbles sent so far are answered.
-    #[inline]
-    pub fn received(&mut self, now: Instant) {
-        let t = stamp(now);
-        self.last_rx = t;
-        self.last_used = t;
-        self.state &= !PROBES_MASK;
-    }
-
-    /// Records a use of the entry at `now` (keeps it from expiring).
-    #[inline]
-    pub fn used(&mut self, now: Instant) {
-        self.last_used = stamp(now);
-    }
-
-    /// How long ago the last reception was.
-    pub fn since_reception(&self, now: Instant) -> Duration {
-        Duration::from_millis(u64::from(stamp(now).wrapping_sub(self.last_rx)))
-    }
-
-    /// Bubbles or echo tests sent without an answer.
-    pub fn probes(&self) -> u8 {
-        (self.state & PROBES_MASK) >> PROBES_SHIFT
-    }
-
-    /// Whether packets are queued for the peer.
-    pub fn has_queue(&self) -> bool {
-        self.queue != 0
-    }
-
-    /// What RFC 4380 §5.2.6 allows: no bubble less than 2 s after the previous one, and
-    /// none after 4 without an answer in the last 300 s (Miredo: counted from the last
-    /// one, after which the count starts over). The peer counts as unreachable only once
-    /// the 2 s after the fourth have passed without an answer.
-    pub fn check_probe(&self, now: Instant) -> ProbeCheck {
-        let probes = self.probes();
-        if probes == 0 {
-            return ProbeCheck::Send;
-        }
-        let since = stamp(now).wrapping_sub(self.last_probe);
-        if since < ms(PROBE_SPACING) {
-            let wait = u64::from(ms(PROBE_SPACING) - since);
-            return ProbeCheck::Wait(now + Duration::from_millis(wait));
-        }
-        if probes >= MAX_PROBES && since < ms(PROBE_WINDOW) {
-            return ProbeCheck::Exhausted;
-        }
-        ProbeCheck::Send
-    }
-
-    /// Records a bubble or echo test sent at `now` ("the client MUST update the last
-    /// transmission date ... and increment the number of transmitted bubbles").
-    pub fn record_probe(&mut self, now: Instant) {
-        let probes = match self.probes() {
-            p if p >= MAX_PROBES => 1,
-            p => p + 1,
-        };
-        self.state = (self.state & !PROBES_MASK) | (probes << PROBES_SHIFT);
-        let t = stamp(now);
-        self.last_probe = t;
-        self.last_used = t;
-    }
-}
-
 /// Counters of a table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerStats {
@@ -397,15 +205,6 @@ pub struct PeerStats {
     pub shrunk: u64,
 }
 
-/// The expiry sweep's position and schedule.
-#[derive(Debug, Clone, Copy)]
-struct Sweep {
-    cursor: usize,
-    next: Instant,
-    interval: Duration,
-    last_call: Instant,
-}
-
 /// The list of recent peers (see the module comment).
 pub struct PeerTable {
     slots: Box<[Peer]>,
@@ -428,107 +227,6 @@ impl core::fmt::Debug for PeerTable {
             .field("limits", &self.limits)
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-/// The number of slots for `max_peers` entries: a load of at most 7/8.
-pub fn slots_for(max_peers: usize) -> usize {
-    max_peers + max_peers.div_ceil(7) + 1
-}
-
-fn allocate(slots: usize) -> Result<Box<[Peer]>, AllocationFailed> {
-    <[Peer]>::new_box_zeroed_with_elems(slots).map_err(|_| AllocationFailed { slots })
-}
-
-/// The size of a new table growing to `max` slots: [`INITIAL_SLOTS`], or `max` when
-/// that is at most one growth more.
-fn initial_slots(max: usize) -> usize {
-    if max <= INITIAL_SLOTS + INITIAL_SLOTS * 3 / 8 { max } else { INITIAL_SLOTS }
-}
-
-/// The size after a growth from `n` slots (less than `max`): the smallest of `max`,
-/// `max × 8/11`, `max × (8/11)²`... above `n`, so that the last growth (the longest) is a
-/// whole step of 11/8 rather than a sliver.
-fn grown_size(n: usize, max: usize) -> usize {
-    let mut size = max;
-    loop {
-        let smaller = (size * 8).div_ceil(11);
-        if smaller <= n || smaller >= size {
-            return size;
-        }
-        size = smaller;
-    }
-}
-
-/// The time between two sweep steps for a table of `n` slots, so that the sweep visits
-/// every slot at least once per `idle`: one step more than the batches of the table, a
-/// margin for the slots a resize makes the sweep visit again (see the module comment).
-fn sweep_interval(idle: Duration, n: usize) -> Duration {
-    let steps = u32::try_from(n.div_ceil(SWEEP_BATCH) + 1).unwrap_or(u32::MAX);
-    idle / steps
-}
-
-/// Robin Hood insertion into `slots` of an entry known to be absent, whose home slot is
-/// `home`; returns its slot, or `None` when some entry would end up more than
-/// `MAX_PROBE - 1` slots from its home (then nothing is changed). `slots` must have an
-/// empty slot.
-fn insert_at_home(slots: &mut [Peer], home: usize, mut entry: Peer) -> Option<usize> {
-    let n = slots.len();
-    // Dry run: check every displaced entry fits before moving any. There is always an
-    // empty slot, so both loops end within n steps.
-    let mut i = home;
-    let mut p = 1u8;
-    loop {
-        let s = slots.get(i)?.probe;
-        if s == 0 {
-            break;
-        }
-        let carried = p.min(s);
-        if carried >= MAX_PROBE {
-            return None;
-        }
-        p = carried + 1;
-        i = if i + 1 == n { 0 } else { i + 1 };
-    }
-    entry.probe = 1;
-    let mut i = home;
-    let mut at = None;
-    loop {
-        let s = slots.get_mut(i)?;
-        if s.probe == 0 {
-            *s = entry;
-            return Some(at.unwrap_or(i));
-        }
-        if s.probe < entry.probe {
-            core::mem::swap(s, &mut entry);
-            at.get_or_insert(i);
-        }
-        entry.probe += 1;
-        i = if i + 1 == n { 0 } else { i + 1 };
-    }
-}
-
-/// Robin Hood insertion into a table being filled by a resize, in one pass: returns false
-/// when an entry would end up more than `MAX_PROBE - 1` slots from its home, leaving
-/// `slots` inconsistent (the resize then drops it). `slots` must have an empty slot.
-fn rehash_at_home(slots: &mut [Peer], home: usize, mut entry: Peer) -> bool {
-    let n = slots.len();
-    entry.probe = 1;
-    let mut i = home;
-    loop {
-        let Some(s) = slots.get_mut(i) else { return false };
-        if s.probe == 0 {
-            *s = entry;
-            return true;
-        }
-        if s.probe < entry.probe {
-            core::mem::swap(s, &mut entry);
-        }
-        if entry.probe >= MAX_PROBE {
-            return false;
-        }
-        entry.probe += 1;
-        i = if i + 1 == n { 0 } else { i + 1 };
     }
 }
 
@@ -703,45 +401,6 @@ impl PeerTable {
         insert_at_home(&mut self.slots, home, entry)
     }
 
-    /// Grows the table by 11/8, up to [`PeerTable::max_slot_count`] slots; returns whether
-    /// it grew.
-    fn grow(&mut self, now: Instant) -> bool {
-        let n = self.slots.len();
-        if n >= self.max_slots {
-            return false;
-        }
-        let grew = self.resize(grown_size(n, self.max_slots), now);
-        self.stats.grown += u64::from(grew);
-        grew
-    }
-
-    /// Moves every entry into a new table of `size` slots (more than the entries); returns
-    /// false, changing nothing, when it cannot be allocated or (with a negligible
-    /// probability) an entry does not fit. The sweep's position is mapped onto the new
-    /// table (see the module comment).
-    fn resize(&mut self, size: usize, now: Instant) -> bool {
-        let Ok(mut fresh) = allocate(size) else { return false };
-        // Entries in slot order: their homes in the new table come nearly in order too, so
-        // it is written nearly sequentially.
-        for &entry in self.slots.iter().filter(|p| p.probe != 0) {
-            let home = reduce(self.hasher.hash_octets(&entry.address), size);
-            if !rehash_at_home(&mut fresh, home, entry) {
-                return false;
-            }
-        }
-        let old = self.slots.len();
-        self.slots = fresh;
-        // An entry at slot i of the old table has its home within MAX_PROBE slots before
-        // i, and lands in the new table at or after that home's image: start the rest of
-        // this round from the image of (cursor - MAX_PROBE).
-        let back = self.sweep.cursor.saturating_sub(usize::from(MAX_PROBE));
-        let mapped = (back as u128 * size as u128 / old.max(1) as u128) as usize;
-        self.sweep.cursor = mapped.min(size - 1);
-        self.sweep.interval = sweep_interval(self.limits.idle_timeout, size);
-        self.sweep.next = self.sweep.next.min(now + self.sweep.interval);
-        true
-    }
-
     /// Removes the entry for `addr` and drops its queued packets; returns whether there
     /// was one.
     pub fn remove(&mut self, addr: &Ipv6Addr) -> bool {
@@ -855,82 +514,6 @@ impl PeerTable {
         self.sweep.cursor = 0;
         self.sweep.next = now + self.sweep.interval;
         self.sweep.last_call = now;
-    }
-
-    /// When [`PeerTable::handle_timeout`] has work: the next step of the sweep.
-    pub fn poll_timeout(&self) -> Instant {
-        self.sweep.next
-    }
-
-    /// Runs the sweep step due at `now`, if any: visits a bounded batch of slots, removes
-    /// the entries unused for the idle timeout and pulls old dates forward.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if now.saturating_since(self.sweep.last_call) > CLOCK_JUMP {
-            self.reset(now);
-            return;
-        }
-        self.sweep.last_call = now;
-        if now < self.sweep.next {
-            return;
-        }
-        self.sweep_step(now);
-        // One step per call: a late caller is called back at once and catches up in
-        // bounded steps.
-        self.sweep.next = self.sweep.next + self.sweep.interval;
-    }
-
-    /// Visits the next [`SWEEP_BATCH`] slots (and removes at most twice as many expired
-    /// entries, which a removal can shift into a visited slot).
-    fn sweep_step(&mut self, now: Instant) {
-        let t = stamp(now);
-        let idle = ms(self.limits.idle_timeout);
-        let n = self.slots.len();
-        let mut visits = 0;
-        let mut removals = 0;
-        let mut round_end = false;
-        while visits < SWEEP_BATCH.min(n) && removals < 2 * SWEEP_BATCH {
-            let i = self.sweep.cursor.min(n - 1);
-            let Some(s) = self.slots.get_mut(i) else { break };
-            if s.probe != 0 {
-                // A use dated after `now` (a caller passing instants out of order) is
-                // recent, not 49 days old.
-                let age = t.wrapping_sub(s.last_used);
-                if age >= idle && age < 1 << 31 {
-                    self.remove_at(i);
-                    self.stats.expired += 1;
-                    removals += 1;
-                    continue; // an entry may have moved into slot i
-                }
-                if t.wrapping_sub(s.last_rx) > LONG_AGO_MS {
-                    s.last_rx = t.wrapping_sub(LONG_AGO_MS);
-                }
-                if t.wrapping_sub(s.last_probe) > LONG_AGO_MS {
-                    s.last_probe = t.wrapping_sub(LONG_AGO_MS);
-                }
-            }
-            visits += 1;
-            round_end |= i + 1 == n;
-            self.sweep.cursor = if i + 1 == n { 0 } else { i + 1 };
-        }
-        if round_end {
-            self.shrink_if_sparse(now);
-        }
-    }
-
-    /// At the end of a round of the sweep: when the table is less than 1/8 full, moves the
-    /// entries into one sized as after a growth (a load of 7/11), at least the initial
-    /// size.
-    fn shrink_if_sparse(&mut self, now: Instant) {
-        let n = self.slots.len();
-        let initial = initial_slots(self.max_slots);
-        if n <= initial || self.len >= n / 8 {
-            return;
-        }
-        let size = (self.len * 11).div_ceil(7).max(self.len + 1).max(initial);
-        if size < n && self.resize(size, now) {
-            self.sweep.cursor = 0;
-            self.stats.shrunk += 1;
-        }
     }
 
     /// Every entry, in slot order.

@@ -1,0 +1,208 @@
+//! One entry of the list of recent peers (RFC 4380 §5.2): the peer's address, mapping,
+//! trust, dates of last reception and transmission, and the bubble and echo-test budget of
+//! §5.2.6 ([`Peer::check_probe`]), in 40 bytes.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Duration;
+
+use zerocopy::{FromZeros, KnownLayout};
+
+use super::{MAX_PROBES, PROBE_SPACING, PROBE_WINDOW, VALIDITY};
+use crate::time::Instant;
+
+/// What the bubble and echo-test rules of RFC 4380 §5.2.6 allow now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// Send one now (then call [`Peer::record_probe`]).
+    Send,
+    /// The last one went less than [`PROBE_SPACING`] ago and may still be answered: send
+    /// nothing before this instant.
+    Wait(Instant),
+    /// [`MAX_PROBES`] went unanswered (the last one more than [`PROBE_SPACING`] ago) in
+    /// the last [`PROBE_WINDOW`]: the peer is unreachable for now.
+    Exhausted,
+}
+
+/// One entry of the list of recent peers (RFC 4380 §5.2), 40 bytes.
+///
+/// Dates are kept as 32-bit milliseconds of [`Instant`] (wrapping, see the module
+/// comment); every method takes the present instant.
+#[derive(Clone, Copy, FromZeros, KnownLayout)]
+#[repr(C)]
+pub struct Peer {
+    pub(super) address: [u8; 16],
+    pub(super) mapped_addr: [u8; 4],
+    /// "The date and time of the last reception from the peer."
+    pub(super) last_rx: u32,
+    /// The last use of the entry in either direction, for expiry.
+    pub(super) last_used: u32,
+    /// "The date and time of the last transmission to the peer", as RFC 4380 §5.2.6 uses
+    /// it: the last bubble or echo test sent.
+    pub(super) last_probe: u32,
+    /// Queue handle, 0 for none.
+    pub(super) queue: u32,
+    pub(super) mapped_port: u16,
+    /// Bit 0: trusted. Bits 1 to 3: bubbles or echo tests sent without an answer.
+    pub(super) state: u8,
+    /// Displacement from the home slot plus one; 0 for an empty slot.
+    pub(super) probe: u8,
+}
+
+pub(super) const TRUSTED: u8 = 1;
+pub(super) const PROBES_SHIFT: u8 = 1;
+pub(super) const PROBES_MASK: u8 = 0b1110;
+
+#[inline(always)]
+pub(super) fn stamp(now: Instant) -> u32 {
+    (now.as_micros() / 1000) as u32
+}
+
+#[inline(always)]
+pub(super) fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl core::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Peer")
+            .field("address", &self.address())
+            .field("mapping", &self.stored_mapping())
+            .field("trusted", &self.is_trusted())
+            .field("probes", &self.probes())
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl Peer {
+    pub(super) const EMPTY: Self = Self {
+        address: [0; 16],
+        mapped_addr: [0; 4],
+        last_rx: 0,
+        last_used: 0,
+        last_probe: 0,
+        queue: 0,
+        mapped_port: 0,
+        state: 0,
+        probe: 0,
+    };
+
+    /// A new entry as RFC 4380 §5.2.3 and §5.2.6 create them: not trusted, no mapping, last
+    /// reception and last transmission 30 s before `now`, no bubble sent.
+    pub(super) fn new(address: [u8; 16], now: Instant) -> Self {
+        let t = stamp(now);
+        let before = t.wrapping_sub(ms(VALIDITY));
+        Self { address, last_rx: before, last_used: t, last_probe: before, ..Self::EMPTY }
+    }
+
+    /// The peer's IPv6 address.
+    pub fn address(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.address)
+    }
+
+    /// Whether the mapping is trusted (RFC 4380 §5.2 "the status of the mapped address").
+    pub fn is_trusted(&self) -> bool {
+        self.state & TRUSTED != 0
+    }
+
+    /// The trusted mapping: the peer's IPv4 address and UDP port, `None` while untrusted.
+    pub fn mapping(&self) -> Option<SocketAddrV4> {
+        self.is_trusted().then(|| self.stored_mapping())
+    }
+
+    pub(super) fn stored_mapping(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(self.mapped_addr), self.mapped_port)
+    }
+
+    /// Whether the last reception is less than [`VALIDITY`] old (RFC 4380 §5.2.4).
+    #[inline]
+    pub fn is_valid(&self, now: Instant) -> bool {
+        stamp(now).wrapping_sub(self.last_rx) < ms(VALIDITY)
+    }
+
+    /// The mapping to send to when the entry is trusted and valid (RFC 4380 §5.2.4 case 1,
+    /// §5.4.1 case 1): the fast path.
+    #[inline]
+    pub fn trusted_mapping(&self, now: Instant) -> Option<SocketAddrV4> {
+        (self.is_trusted() && self.is_valid(now)).then(|| self.stored_mapping())
+    }
+
+    /// Whether a trusted mapping equals `from`.
+    #[inline]
+    pub fn is_trusted_from(&self, from: SocketAddrV4) -> bool {
+        self.is_trusted() && self.mapped_addr == from.ip().octets() && self.mapped_port == from.port()
+    }
+
+    /// Marks the mapping `mapping` trusted after a verified reception at `now` (RFC 4380
+    /// §5.2.3 cases 1 to 3, §5.4.2): last reception now, bubble count zero.
+    pub fn trust(&mut self, now: Instant, mapping: SocketAddrV4) {
+        self.mapped_addr = mapping.ip().octets();
+        self.mapped_port = mapping.port();
+        self.state = TRUSTED;
+        self.received(now);
+    }
+
+    /// Records a verified reception at `now`: the entry is used, its last reception is now
+    /// and the bubbles sent so far are answered.
+    #[inline]
+    pub fn received(&mut self, now: Instant) {
+        let t = stamp(now);
+        self.last_rx = t;
+        self.last_used = t;
+        self.state &= !PROBES_MASK;
+    }
+
+    /// Records a use of the entry at `now` (keeps it from expiring).
+    #[inline]
+    pub fn used(&mut self, now: Instant) {
+        self.last_used = stamp(now);
+    }
+
+    /// How long ago the last reception was.
+    pub fn since_reception(&self, now: Instant) -> Duration {
+        Duration::from_millis(u64::from(stamp(now).wrapping_sub(self.last_rx)))
+    }
+
+    /// Bubbles or echo tests sent without an answer.
+    pub fn probes(&self) -> u8 {
+        (self.state & PROBES_MASK) >> PROBES_SHIFT
+    }
+
+    /// Whether packets are queued for the peer.
+    pub fn has_queue(&self) -> bool {
+        self.queue != 0
+    }
+
+    /// What RFC 4380 §5.2.6 allows: no bubble less than 2 s after the previous one, and
+    /// none after 4 without an answer in the last 300 s (Miredo: counted from the last
+    /// one, after which the count starts over). The peer counts as unreachable only once
+    /// the 2 s after the fourth have passed without an answer.
+    pub fn check_probe(&self, now: Instant) -> ProbeCheck {
+        let probes = self.probes();
+        if probes == 0 {
+            return ProbeCheck::Send;
+        }
+        let since = stamp(now).wrapping_sub(self.last_probe);
+        if since < ms(PROBE_SPACING) {
+            let wait = u64::from(ms(PROBE_SPACING) - since);
+            return ProbeCheck::Wait(now + Duration::from_millis(wait));
+        }
+        if probes >= MAX_PROBES && since < ms(PROBE_WINDOW) {
+            return ProbeCheck::Exhausted;
+        }
+        ProbeCheck::Send
+    }
+
+    /// Records a bubble or echo test sent at `now` ("the client MUST update the last
+    /// transmission date ... and increment the number of transmitted bubbles").
+    pub fn record_probe(&mut self, now: Instant) {
+        let probes = match self.probes() {
+            p if p >= MAX_PROBES => 1,
+            p => p + 1,
+        };
+        self.state = (self.state & !PROBES_MASK) | (probes << PROBES_SHIFT);
+        let t = stamp(now);
+        self.last_probe = t;
+        self.last_used = t;
+    }
+}
