@@ -18,182 +18,23 @@
 //! The router routes 2001::/32 (Teredo) to the relay once there is one; the server, the
 //! relay and the v6 host have their IPv6 default route through the router.
 
-use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::ops::Deref;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::cmd::{self, HOST, have_program};
+use crate::cmd;
 use crate::daemon::Daemon;
 use crate::error::{LabError, Result};
-use crate::nat::{ConntrackUdp, NatKind, parse_conntrack_udp};
+use crate::nat::NatKind;
 use crate::netns;
 use crate::node::Node;
 
-/// The server's primary IPv4 address.
-pub const SERVER_IPV4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-/// The server's secondary IPv4 address (primary + 1, as Miredo expects).
-pub const SERVER_IPV4_2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-/// The server's native IPv6 address.
-pub const SERVER_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-/// The relay's public IPv4 address.
-pub const RELAY_IPV4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-/// The relay's native IPv6 address.
-pub const RELAY_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
-/// The native IPv6 host's address.
-pub const V6HOST_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
-/// How many NATs (and how many public clients) one lab can have.
-pub const MAX_NATS: u8 = 15;
-/// How many clients one NAT can have.
-pub const MAX_CLIENTS_PER_NAT: u8 = 200;
+mod artifacts;
+mod hosts;
 
-/// The name of every node's single uplink interface (NATs: `wan` and `lan`).
-pub const ETH: &str = "eth0";
-/// A NAT's public interface.
-pub const WAN: &str = "wan";
-/// A NAT's LAN bridge.
-pub const LAN: &str = "lan";
+use artifacts::{OWNER_FILE, artifacts_dir_for};
 
-/// The Teredo server's namespace.
-#[derive(Debug, Clone)]
-pub struct Server {
-    /// The namespace.
-    pub node: Node,
-    /// The primary IPv4 address ([`SERVER_IPV4`]).
-    pub primary: Ipv4Addr,
-    /// The secondary IPv4 address ([`SERVER_IPV4_2`]).
-    pub secondary: Ipv4Addr,
-    /// The native IPv6 address ([`SERVER_IPV6`]).
-    pub ipv6: Ipv6Addr,
-}
-
-/// The Teredo relay's namespace: public IPv4, native IPv6, and the router sends 2001::/32
-/// to it.
-#[derive(Debug, Clone)]
-pub struct Relay {
-    /// The namespace.
-    pub node: Node,
-    /// The public IPv4 address ([`RELAY_IPV4`]).
-    pub ipv4: Ipv4Addr,
-    /// The native IPv6 address ([`RELAY_IPV6`]).
-    pub ipv6: Ipv6Addr,
-}
-
-/// A native IPv6 host (no IPv4) on the lab's IPv6 internet.
-#[derive(Debug, Clone)]
-pub struct V6Host {
-    /// The namespace.
-    pub node: Node,
-    /// Its address ([`V6HOST_IPV6`]).
-    pub ipv6: Ipv6Addr,
-}
-
-/// A NAT namespace: public side `wan`, private side the bridge `lan`.
-#[derive(Debug, Clone)]
-pub struct Nat {
-    /// The namespace.
-    pub node: Node,
-    /// Its behaviour.
-    pub kind: NatKind,
-    /// Its number in the lab (1-based).
-    pub index: u8,
-    /// The public IPv4 address on `wan`.
-    pub public: Ipv4Addr,
-    /// The LAN address on `lan` (the clients' gateway), in a /24.
-    pub lan: Ipv4Addr,
-}
-
-/// A client namespace, behind a NAT or directly on the internet.
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// The namespace.
-    pub node: Node,
-    /// Its IPv4 address on `eth0` (private behind a NAT, public otherwise).
-    pub ipv4: Ipv4Addr,
-    /// The NAT it sits behind, if any.
-    pub nat: Option<Nat>,
-}
-
-impl Client {
-    /// The public IPv4 address its traffic leaves with (the NAT's, or its own).
-    pub fn public_ipv4(&self) -> Ipv4Addr {
-        self.nat.as_ref().map_or(self.ipv4, |n| n.public)
-    }
-
-    /// Waits for a Teredo address on `iface` and checks what a user would: it is under
-    /// 2001::/32, names the server `primary`, and embeds this client's real public mapping
-    /// — its NAT's public IPv4 and the port the NAT's connection tracking shows for the
-    /// flow to `primary`:3544 (or the client's own address and any port without a NAT).
-    pub fn wait_qualified(
-        &self,
-        iface: &str,
-        primary: Ipv4Addr,
-        timeout: std::time::Duration,
-    ) -> Result<(Ipv6Addr, teredo_proto::address::TeredoAddress)> {
-        let (addr, t) = self.wait_teredo_address(iface, timeout)?;
-        let wrong = |what: String| Err(LabError::Invalid(format!("{addr}: {what}")));
-        if t.prefix != teredo_proto::address::TEREDO_PREFIX {
-            return wrong("not under 2001::/32".into());
-        }
-        if t.server != primary {
-            return wrong(format!("server {} instead of {primary}", t.server));
-        }
-        if t.mapped_addr != self.public_ipv4() {
-            return wrong(format!(
-                "mapped address {} instead of the public {}",
-                t.mapped_addr,
-                self.public_ipv4()
-            ));
-        }
-        if let Some(nat) = &self.nat {
-            let to = std::net::SocketAddrV4::new(primary, teredo_proto::address::TEREDO_PORT);
-            let ct = nat.mapped_port(self.ipv4, to)?;
-            if ct != Some(t.mapped_port) {
-                return wrong(format!(
-                    "mapped port {} but the {} NAT maps the flow to the server to {ct:?}",
-                    t.mapped_port, nat.kind
-                ));
-            }
-        }
-        Ok((addr, t))
-    }
-}
-
-macro_rules! deref_node {
-    ($($t:ty),*) => {$(
-        impl Deref for $t {
-            type Target = Node;
-            fn deref(&self) -> &Node {
-                &self.node
-            }
-        }
-    )*};
-}
-deref_node!(Server, Relay, V6Host, Nat, Client);
-
-impl Nat {
-    /// Empties the NAT's conntrack table (`conntrack -F`): existing mappings are forgotten,
-    /// as when a home router reboots. The cone mappings of nftables stay.
-    pub fn conntrack_flush(&self) -> Result<()> {
-        self.exec("conntrack", &["-F"]).map(drop)
-    }
-
-    /// The NAT's UDP conntrack entries (`conntrack -L -p udp`).
-    pub fn conntrack_udp(&self) -> Result<Vec<ConntrackUdp>> {
-        let out = self.exec("conntrack", &["-L", "-p", "udp"])?;
-        parse_conntrack_udp(&out)
-    }
-
-    /// The public port of the conntrack flow from `client` (any port) to `remote`, if any.
-    pub fn mapped_port(&self, client: Ipv4Addr, remote: std::net::SocketAddrV4) -> Result<Option<u16>> {
-        Ok(self
-            .conntrack_udp()?
-            .into_iter()
-            .find(|e| *e.orig_src.ip() == client && e.orig_dst == remote)
-            .map(|e| e.reply_dst.port()))
-    }
-}
+pub use hosts::*;
 
 /// A running packet capture.
 #[derive(Debug)]
@@ -553,51 +394,6 @@ impl Lab {
         node.ip(&["-6", "route", "add", "default", "via", &router])?;
         Ok(())
     }
-
-    fn report_artifacts(&self) {
-        let dir = self.artifacts.display();
-        eprintln!("=== lab {}: artifacts kept in {dir}", self.name);
-        let Ok(entries) = std::fs::read_dir(&*self.artifacts) else {
-            return;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        let mut err = std::io::stderr().lock();
-        for f in &files {
-            let _ = writeln!(err, "  {}", f.display());
-        }
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "log")) {
-            let text = std::fs::read(f).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(40);
-            let _ = writeln!(err, "--- {} (last {} lines)", f.display(), lines.len() - from);
-            for l in &lines[from..] {
-                let _ = writeln!(err, "  {l}");
-            }
-        }
-        if !have_program("tshark") {
-            return;
-        }
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "pcap")) {
-            let out = cmd::output(
-                cmd::on_host("tshark").args(["-n", "-r"]).arg(f).args([
-                    "-c",
-                    "60",
-                    "--enable-heuristic",
-                    "teredo_udp",
-                ]),
-                HOST,
-            );
-            let _ = writeln!(err, "--- {} (first 60 packets)", f.display());
-            if let Ok(o) = out {
-                let _ = err.write_all(&o.stdout);
-            }
-        }
-    }
 }
 
 impl Drop for Lab {
@@ -619,7 +415,7 @@ impl Drop for Lab {
             }
         }
         if keep {
-            self.report_artifacts();
+            artifacts::report(&self.name, &self.artifacts);
         } else if let Err(e) = std::fs::remove_dir_all(&*self.artifacts)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -628,38 +424,4 @@ impl Drop for Lab {
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
         active.retain(|n| n != &self.name);
     }
-}
-
-/// The file in an artifacts directory that names the process using it.
-const OWNER_FILE: &str = ".owner-pid";
-
-/// `<base>/<name>`, or `<base>/<name>-<pid>` while another live process uses the former
-/// (two test processes running the same test side by side).
-fn artifacts_dir_for(name: &str) -> PathBuf {
-    let base = artifacts_base();
-    let plain = base.join(name);
-    let owner =
-        std::fs::read_to_string(plain.join(OWNER_FILE)).ok().and_then(|s| s.trim().parse::<u32>().ok());
-    match owner {
-        Some(pid) if pid != std::process::id() && crate::daemon::process_alive(pid) => {
-            base.join(format!("{name}-{}", std::process::id()))
-        }
-        _ => plain,
-    }
-}
-
-/// The directory under which each lab gets `<name>/`.
-fn artifacts_base() -> PathBuf {
-    if let Some(d) = std::env::var_os("TEREDO_LAB_ARTIFACTS") {
-        return PathBuf::from(d);
-    }
-    // Test executables live in <target>/<profile>/deps/.
-    let target = std::env::current_exe().ok().and_then(|exe| {
-        let deps = exe.parent()?;
-        if deps.file_name()? != "deps" {
-            return None;
-        }
-        Some(deps.parent()?.parent()?.to_path_buf())
-    });
-    target.unwrap_or_else(std::env::temp_dir).join("lab-artifacts")
 }
