@@ -25,6 +25,7 @@
 
 pub mod frame;
 pub mod next_hop;
+pub mod tables;
 
 use std::io;
 use std::net::SocketAddrV4;
