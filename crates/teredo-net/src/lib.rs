@@ -3,7 +3,8 @@
 //!
 //! - [`udp`]: UDP sockets for the Teredo port (SO_REUSEPORT so that one socket per worker
 //!   shares a port), and the raw IPv6 socket a server forwards echo tests with;
-//! - [`batch`]: batched receive and send (recvmmsg/sendmmsg) with preallocated buffers;
+//! - [`batch`]: batched receive and send (recvmmsg/sendmmsg on Linux, a portable
+//!   recvfrom/sendto fallback elsewhere) with preallocated buffers;
 //! - [`packet_tx`]: sending UDP datagrams as whole Ethernet frames on a packet socket,
 //!   past the kernel's UDP output path (a server's opt-in fast path);
 //! - [`privileges`]: dropping root after set-up: user, groups, capabilities, chroot;
@@ -26,12 +27,14 @@
 //! - [`syslog`]: syslog(3) for a detached daemon;
 //! - [`waker`]: waking a thread that sleeps in poll(2).
 //!
-//! Linux is the tested platform. The calls used here (recvmmsg/sendmmsg, prctl,
-//! capabilities) are Linux-specific and gated with `cfg(target_os = "linux")`.
+//! Linux is the tested platform. Every module the `teredo` command uses has the same
+//! interface on every platform; what is Linux-only (recvmmsg/sendmmsg, prctl,
+//! capabilities, AF_PACKET, the helper's process model, BPF steering) is chosen here with
+//! `cfg(target_os = "linux")`, with a fallback or an `Unsupported` answer elsewhere. The
+//! BSD paths cannot be compiled on this machine (no other Rust target is installed).
 
 #![warn(missing_docs)]
 
-#[cfg(target_os = "linux")]
 pub mod batch;
 pub mod client_if;
 pub mod control;
@@ -43,9 +46,11 @@ pub mod ifconfig;
 pub mod netlink;
 #[cfg(target_os = "linux")]
 pub mod packet_tx;
+#[cfg(not(target_os = "linux"))]
+#[path = "packet_tx/unsupported.rs"]
+pub mod packet_tx;
 pub mod pidfile;
 pub mod poll;
-#[cfg(target_os = "linux")]
 pub mod privileges;
 pub mod signals;
 #[cfg(target_os = "linux")]

@@ -5,6 +5,15 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+/// Waits until `fd` has room to write, or `timeout` passes (or poll fails: the caller
+/// then simply tries again).
+pub fn writable(fd: BorrowedFd<'_>, timeout: Duration) {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
 /// Waits until at least one of `fds` is readable or `timeout` passes. Returns one flag
 /// per descriptor, in order (at most 8 descriptors).
 pub fn readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<[bool; 8]> {

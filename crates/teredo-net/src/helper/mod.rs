@@ -32,7 +32,8 @@
 //!
 //! The worker side, [`Helper`], sends one request at a time and waits for the reply
 //! (Miredo does the same). The process model is Linux-only for now (capabilities); on the
-//! BSDs a helper would keep root, as Miredo does without libcap, and is not written yet.
+//! BSDs a helper would keep root, as Miredo does without libcap, and is not written yet:
+//! there [`spawn`] fails with the same interface.
 
 pub mod message;
 
@@ -40,6 +41,70 @@ pub use message::{MIN_MTU, Refusal, Reply, Request, validate_up};
 
 #[cfg(target_os = "linux")]
 pub use linux::{Helper, HelperError, HelperOptions, spawn};
+#[cfg(not(target_os = "linux"))]
+pub use unsupported::{Helper, HelperError, HelperOptions, spawn};
+
+/// The helper where it is not written yet (the BSDs, macOS): the same interface, and
+/// [`spawn`] fails, so that a client says so at start-up. A relay and a server need none.
+#[cfg(not(target_os = "linux"))]
+mod unsupported {
+    use std::convert::Infallible;
+    use std::net::Ipv6Addr;
+    use std::path::PathBuf;
+
+    use super::{Reply, Request};
+    use crate::privileges::User;
+    use crate::tun::Tun;
+
+    /// How to start the helper.
+    #[derive(Debug, Clone)]
+    pub struct HelperOptions {
+        /// The unprivileged user it would run as.
+        pub user: User,
+        /// Miredo's client hook.
+        pub hook: Option<PathBuf>,
+    }
+
+    /// Why the helper could not be started.
+    #[derive(Debug, thiserror::Error)]
+    pub enum HelperError {
+        /// Not written for this platform yet.
+        #[error("privileged helper: not available on this platform yet (a Teredo client runs on Linux)")]
+        Unsupported,
+    }
+
+    /// A running helper: none can exist here.
+    #[derive(Debug)]
+    pub struct Helper(Infallible);
+
+    /// Always [`HelperError::Unsupported`].
+    pub fn spawn(_tun: &Tun, _options: &HelperOptions) -> Result<Helper, HelperError> {
+        Err(HelperError::Unsupported)
+    }
+
+    impl Helper {
+        /// Unreachable: no value exists.
+        pub fn pid(&self) -> libc::pid_t {
+            match self.0 {}
+        }
+        /// Unreachable: no value exists.
+        pub fn request(&mut self, _request: Request) -> Result<Reply, HelperError> {
+            match self.0 {}
+        }
+        /// Unreachable: no value exists.
+        pub fn up(&mut self, _address: Ipv6Addr, _mtu: u16) -> Result<Reply, HelperError> {
+            match self.0 {}
+        }
+        /// Unreachable: no value exists.
+        pub fn down(&mut self) -> Result<Reply, HelperError> {
+            match self.0 {}
+        }
+        /// Unreachable: no value exists.
+        pub fn finish(self) -> Result<i32, HelperError> {
+            match self.0 {}
+        }
+    }
+}
 
 #[cfg(target_os = "linux")]
 mod linux {

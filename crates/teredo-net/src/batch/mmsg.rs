@@ -1,4 +1,4 @@
-//! Batched UDP I/O over IPv4: many datagrams per system call with recvmmsg(2) and
+//! Batched UDP I/O on Linux: many datagrams per system call with recvmmsg(2) and
 //! sendmmsg(2), into and out of buffers allocated once. The header arrays point into the
 //! batch's own buffers; they are rebuilt right before each call, so the structure can
 //! move freely between calls and nothing is allocated per packet.
@@ -351,9 +351,7 @@ impl SendBatch {
                 if e.kind() == io::ErrorKind::WouldBlock && !waited {
                     // The send buffer is full: wait once for room (poll errors end the wait).
                     waited = true;
-                    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut p, 1, SEND_WAIT.as_millis() as libc::c_int) };
+                    crate::poll::writable(fd, SEND_WAIT);
                     continue;
                 }
                 let is_gso = self.m.hdrs[sent].msg_hdr.msg_iovlen > 1;
