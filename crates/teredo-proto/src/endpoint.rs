@@ -140,6 +140,11 @@ impl ClientEndpoint {
         self.apply(now);
     }
 
+    /// Changes the most peers within the table's allocation ([`Tunnel::set_max_peers`]).
+    pub fn set_max_peers(&mut self, max_peers: usize) -> bool {
+        self.tunnel.set_max_peers(max_peers)
+    }
+
     /// The data path.
     pub fn tunnel(&self) -> &Tunnel {
         &self.tunnel

@@ -254,6 +254,17 @@ impl PeerTable {
         })
     }
 
+    /// Changes the most entries to `max_peers`, within the allocation the table was made
+    /// for (its `max_peers` then); false, and nothing changed, above it. Entries beyond a
+    /// lowered bound stay until they expire; no new one is made meanwhile.
+    pub fn set_max_peers(&mut self, max_peers: usize) -> bool {
+        if max_peers == 0 || slots_for(max_peers) > self.max_slots {
+            return false;
+        }
+        self.limits.max_peers = max_peers;
+        true
+    }
+
     /// The limits in use (`max_peers` at least 1, idle timeout at least 1 s).
     pub fn limits(&self) -> &PeerLimits {
         &self.limits

@@ -817,3 +817,19 @@ fn queue_charge_bounds_real_memory() {
     t.reset(secs(1));
     assert_eq!(t.queued_bytes(), 0);
 }
+
+#[test]
+fn max_peers_changes_within_the_allocation() {
+    let limits = PeerLimits { max_peers: 100, ..PeerLimits::default() };
+    let mut t = PeerTable::new(limits, [5; 16], Instant::ZERO).unwrap();
+    assert!(!t.set_max_peers(101), "above the allocation");
+    assert!(!t.set_max_peers(0));
+    assert!(t.set_max_peers(10));
+    let addr = |i: u16| Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, i);
+    for i in 0..10 {
+        t.get_or_insert(&addr(i), Instant::ZERO).unwrap();
+    }
+    assert!(t.get_or_insert(&addr(10), Instant::ZERO).is_err(), "the lowered bound holds");
+    assert!(t.set_max_peers(100));
+    assert!(t.get_or_insert(&addr(10), Instant::ZERO).is_ok(), "and can be raised back");
+}

@@ -315,6 +315,15 @@ impl Tunnel {
         &self.peers
     }
 
+    /// Changes the most peers within the table's allocation ([`PeerTable::set_max_peers`]).
+    pub fn set_max_peers(&mut self, max_peers: usize) -> bool {
+        let ok = self.peers.set_max_peers(max_peers);
+        if ok {
+            self.limits.peers.max_peers = max_peers;
+        }
+        ok
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -41,6 +41,8 @@ pub struct ClientPlane {
     pub resolver: Option<Resolution>,
     /// Whether the TUN offloads are on (for the summary).
     pub offloads: bool,
+    /// `MaxPeers` at start-up: the allocation a reload may lower it within.
+    pub allocated_peers: u32,
 }
 
 /// A client's server: `ServerAddress` and `ServerAddress2`.
@@ -137,7 +139,11 @@ impl Plane for ClientPlane {
     fn reload(&mut self, workers: &Workers) -> Option<Observability> {
         let overrides = self.overrides.clone();
         let new = reload::read(&self.path, |p| config::load_client_relay(p, &overrides))?;
-        let new = reload::client_relay(&self.path, &self.cfg, new);
+        let new = reload::client_relay(&self.path, &self.cfg, new, self.allocated_peers);
+        if new.max_peers != self.cfg.max_peers {
+            info!("MaxPeers is now {}", new.max_peers);
+            workers.set_max_peers(new.max_peers as usize);
+        }
         let server_changed = server_hosts(&new) != server_hosts(&self.cfg);
         self.cfg = new;
         if server_changed {

@@ -4,8 +4,9 @@
 //! the configuration it has. This file is the one place that says which directive is
 //! which.
 //!
-//! Reloadable: a client's `ServerAddress` and `ServerAddress2`, `LogLevel` and
-//! `MetricsAddress`, in both files. Everything else was applied as root at start-up.
+//! Reloadable: a client's `ServerAddress` and `ServerAddress2`, `MaxPeers` up to the value
+//! the daemon started with (the table's allocation), `LogLevel` and `MetricsAddress`, in
+//! both files. Everything else was applied as root at start-up.
 
 use std::path::Path;
 
@@ -53,10 +54,17 @@ pub fn server_observability(cfg: &ServerConfig) -> Observability {
 }
 
 /// The `miredo.conf` to run on after a reload that read `new` from `path`: `running` with
-/// the reloadable directives of `new` (the server only for the same `RelayType`); every
-/// other directive that changed is logged as needing a restart, and stays as it runs.
-pub fn client_relay(path: &Path, running: &ClientRelayConfig, new: ClientRelayConfig) -> ClientRelayConfig {
+/// the reloadable directives of `new` (the server only for the same `RelayType`, `MaxPeers`
+/// only up to `allocated`, the value at start-up); every other directive that changed is
+/// logged as needing a restart, and stays as it runs.
+pub fn client_relay(
+    path: &Path,
+    running: &ClientRelayConfig,
+    new: ClientRelayConfig,
+    allocated: u32,
+) -> ClientRelayConfig {
     let same_role = running.relay_type == new.relay_type;
+    let peers_fit = new.max_peers <= allocated;
     needs_restart(
         path,
         &[
@@ -68,13 +76,16 @@ pub fn client_relay(path: &Path, running: &ClientRelayConfig, new: ClientRelayCo
             ("BindPort", running.bind_port != new.bind_port),
             ("SyslogFacility", running.syslog_facility != new.syslog_facility),
             ("ClientHook", running.client_hook != new.client_hook),
-            ("MaxPeers", running.max_peers != new.max_peers),
+            ("MaxPeers", !peers_fit),
         ],
     );
     let mut cfg = running.clone();
     if same_role {
         cfg.server_address = new.server_address;
         cfg.server_address2 = new.server_address2;
+    }
+    if peers_fit {
+        cfg.max_peers = new.max_peers;
     }
     cfg.metrics_address = new.metrics_address;
     cfg.log_level = new.log_level;
@@ -107,13 +118,17 @@ mod tests {
         let new = parse_client_relay("ServerAddress 192.0.2.3\nBindPort 4000\nLogLevel debug\n", "c")
             .config
             .unwrap();
-        let cfg = client_relay(Path::new("c"), &old, new);
+        let cfg = client_relay(Path::new("c"), &old, new, old.max_peers);
         assert_eq!(cfg.server_address, Some("192.0.2.3".parse().unwrap()));
         assert_eq!(cfg.log_level, LogLevel::Debug);
         assert_eq!(cfg.bind_port, 3545, "BindPort takes a restart");
         // A relay in the new file: the client keeps its server.
         let relay = parse_client_relay("RelayType cone\n", "c").config.unwrap();
-        let cfg = client_relay(Path::new("c"), &old, relay);
+        let cfg = client_relay(Path::new("c"), &old, relay, old.max_peers);
         assert_eq!(cfg.server_address, old.server_address);
+        // MaxPeers within the allocation only.
+        let fewer = parse_client_relay("ServerAddress 192.0.2.1\nMaxPeers 1000\n", "c").config.unwrap();
+        assert_eq!(client_relay(Path::new("c"), &old, fewer.clone(), old.max_peers).max_peers, 1000);
+        assert_eq!(client_relay(Path::new("c"), &fewer, old.clone(), 1000).max_peers, 1000);
     }
 }

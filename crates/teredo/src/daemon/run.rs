@@ -371,6 +371,7 @@ impl Daemon for RunDaemon {
         let workers = worker::spawn(roles, waker.clone())?;
         let identity =
             Identity { role: what, started: start, interface, config: self.path.display().to_string() };
+        let allocated_peers = self.cfg.max_peers;
         let plane: Box<dyn Plane> = match self.mode {
             Mode::Client { .. } => Box::new(ClientPlane {
                 path: self.path,
@@ -380,8 +381,11 @@ impl Daemon for RunDaemon {
                 waker,
                 resolver: None,
                 offloads,
+                allocated_peers,
             }),
-            Mode::Relay { .. } => Box::new(RelayPlane { path: self.path, cfg: self.cfg, offloads }),
+            Mode::Relay { .. } => {
+                Box::new(RelayPlane { path: self.path, cfg: self.cfg, offloads, allocated_peers })
+            }
         };
         Ok(Started { plane, workers, identity })
     }

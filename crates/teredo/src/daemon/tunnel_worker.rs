@@ -375,16 +375,21 @@ impl Role for TunnelWorker {
 
     fn command(&mut self, command: Command) {
         let now = self.now();
-        let Core::Client(c) = &mut self.core else { return };
-        match command {
-            Command::SetServer { primary, secondary } => {
+        match (&mut self.core, command) {
+            (Core::Client(c), Command::SetServer { primary, secondary }) => {
                 if let Err(e) = c.set_server(now, primary, secondary) {
                     warn!("Teredo server: {e}");
                 }
             }
-            Command::ResolutionFailed => c.resolution_failed(now),
-            Command::SolicitNow => c.solicit_now(now),
-            Command::Snapshot { .. } => {}
+            (Core::Client(c), Command::ResolutionFailed) => c.resolution_failed(now),
+            (Core::Client(c), Command::SolicitNow) => c.solicit_now(now),
+            (Core::Client(c), Command::SetMaxPeers(n)) => {
+                c.set_max_peers(n);
+            }
+            (Core::Relay(t), Command::SetMaxPeers(n)) => {
+                t.set_max_peers(n);
+            }
+            _ => {}
         }
         self.transmit(now);
     }

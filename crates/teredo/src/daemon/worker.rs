@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use teredo_net::poll;
 use teredo_net::waker::Waker;
 use teredo_proto::client;
+use teredo_proto::peers::PeerLimits;
 use teredo_proto::status::{ClientStatus, Counters, RelayStatus, ServerStatus};
+use teredo_proto::tunnel::Limits;
 use tracing::warn;
 
 use super::StartError;
@@ -54,6 +56,8 @@ pub enum Command {
     ResolutionFailed,
     /// A client solicits its server at once (SIGHUP).
     SolicitNow,
+    /// This worker's share of the most peers (a reload within the allocation).
+    SetMaxPeers(usize),
 }
 
 /// A worker's state, for `teredo status`, the metrics and the exit summary.
@@ -202,6 +206,16 @@ impl Workers {
         };
         l.waker.wake();
         sent
+    }
+
+    /// Gives every worker its share of `max_peers`, the bound of the whole daemon, divided
+    /// as at start-up ([`Limits::shared_by`]).
+    pub fn set_max_peers(&self, max_peers: usize) {
+        let whole = Limits { peers: PeerLimits { max_peers, ..PeerLimits::default() }, ..Limits::default() };
+        let share = whole.shared_by(self.len()).peers.max_peers;
+        for i in 0..self.len() {
+            self.send(i, Command::SetMaxPeers(share));
+        }
     }
 
     /// Every worker's snapshot, waiting at most `timeout` in all; a worker that does not

@@ -9,7 +9,8 @@
 //! 4. readiness through a `NOTIFY_SOCKET` listener: READY, STATUS, WATCHDOG, RELOADING,
 //!    STOPPING;
 //! 5. SIGHUP on a relay carrying a flow (a ping every 100 ms): same PID, at most 2 pings
-//!    lost, peers kept; then a broken file is refused with FILE:LINE and the relay still
+//!    lost, peers kept; a lower `MaxPeers` takes effect, a higher one is logged as needing
+//!    a restart; then a broken file is refused with FILE:LINE and the relay still
 //!    forwards;
 //! 6. SIGHUP on a client whose `ServerAddress` changed: it qualifies with the new server
 //!    and its old address is removed.
@@ -320,6 +321,14 @@ fn sighup_keeps_a_relays_flow_and_refuses_a_broken_file() {
         ensure!(w.relay_d.log().contains("SIGHUP: reloading"), "{}", w.relay_d.log());
         let peers_after = only(&w.relay, false)?["peers"].as_u64().unwrap_or(0);
         ensure!(peers_after >= peers_before && peers_after >= 1, "peers {peers_before} -> {peers_after}");
+        // A lower MaxPeers takes effect (within the allocation); a higher one takes a restart.
+        w.relay.write_artifact("relay.conf", &relay_config("MaxPeers 1000\n"))?;
+        w.relay_d.signal(libc::SIGHUP)?;
+        w.relay_d.wait_log("MaxPeers is now 1000", WAIT)?;
+        w.relay.write_artifact("relay.conf", &relay_config("MaxPeers 16777216\n"))?;
+        w.relay_d.signal(libc::SIGHUP)?;
+        w.relay_d.wait_log("MaxPeers: changed, but it takes a restart", WAIT)?;
+        ensure!(w.client.ping6(w.host.ipv6, 3), "the relay stopped forwarding after MaxPeers changed");
         // A broken file: refused with FILE:LINE, and the relay goes on forwarding.
         let conf = w.relay.write_artifact("relay.conf", &relay_config("BindPort not-a-port\n"))?;
         w.relay_d.signal(libc::SIGHUP)?;
