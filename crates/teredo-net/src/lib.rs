@@ -23,6 +23,7 @@
 //! - [`control`]: the daemons' control socket (abstract, per network namespace, on Linux);
 //! - [`signals`]: the daemon's signals, taken synchronously by one thread;
 //! - [`detach`]: detaching from the terminal as Miredo does;
+//! - [`notify_socket`]: the service manager's notification socket, connected once;
 //! - [`pidfile`]: the locked PID file;
 //! - [`syslog`]: syslog(3) for a detached daemon;
 //! - [`waker`]: waking a thread that sleeps in poll(2).
@@ -44,6 +45,7 @@ pub mod hook;
 pub mod ifconfig;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+pub mod notify_socket;
 #[cfg(target_os = "linux")]
 pub mod packet_tx;
 #[cfg(not(target_os = "linux"))]

@@ -111,8 +111,7 @@ pub fn signal_thread(waker: Arc<Waker>) -> Result<Receiver<Signal>, StartError> 
 impl Control {
     /// Runs until a termination signal or a worker's failure; then stops the workers and
     /// the role. Returns an error when a worker failed.
-    pub fn run(mut self, signals: Receiver<Signal>) -> Result<(), StartError> {
-        let notify = Notifier::from_env();
+    pub fn run(mut self, signals: Receiver<Signal>, notify: Notifier) -> Result<(), StartError> {
         notify.ready(&self.status_line());
         let mut failed = None;
         let mut next_watchdog = Instant::now();

@@ -19,6 +19,7 @@ use tracing::info;
 use super::control::{self, Control, Observability, Plane};
 use super::logging::{self, Target};
 use super::metrics::Endpoint;
+use super::notify::Notifier;
 use super::status::Identity;
 use super::worker::Workers;
 use super::{DaemonArgs, StartError};
@@ -135,6 +136,8 @@ fn serve<D: Daemon>(
         Some(a) => Some(Endpoint::bind(a).map_err(|e| StartError::new(format!("MetricsAddress {a}"), e))?),
         None => None,
     };
+    // Connected now: after a chroot the socket's path may be out of reach.
+    let notify = Notifier::from_env();
     signals::block().map_err(|e| StartError::new("blocking signals", e))?;
     privileges::drop_privileges(&user, args.chroot.as_deref()).map_err(|e| StartError(e.to_string()))?;
     let waker = Arc::new(Waker::new().map_err(|e| StartError::new("wake-up channel", e))?);
@@ -156,5 +159,5 @@ fn serve<D: Daemon>(
     if let Some(d) = detached.as_mut() {
         d.ready();
     }
-    control.run(signals)
+    control.run(signals, notify)
 }

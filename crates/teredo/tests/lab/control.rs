@@ -6,8 +6,8 @@
 //! 2. two clients in two namespaces each see only their own daemon;
 //! 3. `MetricsAddress`: metrics scraped, accepted by `promtool check metrics`, a counter
 //!    that grows after traffic, and no TCP listener without the directive;
-//! 4. readiness through a `NOTIFY_SOCKET` listener: READY, STATUS, WATCHDOG, RELOADING,
-//!    STOPPING;
+//! 4. readiness through a `NOTIFY_SOCKET` listener, the daemon chrooted: READY, STATUS,
+//!    WATCHDOG, RELOADING, STOPPING;
 //! 5. SIGHUP on a relay carrying a flow (a ping every 100 ms): same PID, at most 2 pings
 //!    lost, peers kept; a lower `MaxPeers` takes effect, a higher one is logged as needing
 //!    a restart; then a broken file is refused with FILE:LINE and the relay still
@@ -51,9 +51,22 @@ fn counter(v: &Value, name: &str) -> u64 {
 
 /// Starts `teredo run` in `node` with `config`, and waits for its start-up line.
 fn start_run(node: &Node, name: &str, config: &str, env: &[(&str, &str)]) -> TestResult<Daemon> {
+    start_run_with(node, name, config, env, &[])
+}
+
+/// [`start_run`] with more arguments.
+fn start_run_with(
+    node: &Node,
+    name: &str,
+    config: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> TestResult<Daemon> {
     let conf = node.write_artifact(&format!("{name}.conf"), config)?;
     let conf = conf.to_string_lossy().into_owned();
-    let d = node.spawn_env(name, TEREDO, &["run", "-f", "-c", &conf], env)?;
+    let mut args = vec!["run", "-f", "-c", &conf];
+    args.extend_from_slice(extra);
+    let d = node.spawn_env(name, TEREDO, &args, env)?;
     d.wait_log("Teredo ", WAIT)?;
     Ok(d)
 }
@@ -277,9 +290,17 @@ fn readiness_is_notified() {
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         let p = path.to_string_lossy().into_owned();
         let env = [("NOTIFY_SOCKET", p.as_str()), ("WATCHDOG_USEC", "1000000")];
-        let mut d = start_run(&client, "client", &client_config(server.primary, ""), &env)?;
+        // Chrooted into an empty directory: the socket was connected before.
+        let jail = client.artifact_path("jail");
+        std::fs::create_dir_all(&jail)?;
+        let jail = jail.to_string_lossy().into_owned();
+        let config = client_config(server.primary, "");
+        let mut d = start_run_with(&client, "client", &config, &env, &["-t", &jail])?;
         let mut seen = Vec::new();
         wait_notify(&sock, "READY=1", WAIT, &mut seen)?;
+        let pid = d.pid().ok_or("the client is not running")?;
+        let root = std::fs::read_link(format!("/proc/{pid}/root"))?;
+        ensure!(root == std::path::Path::new(&jail), "the client is not chrooted: root {}", root.display());
         let (addr, _) = check_qualified(&client, server.primary)?;
         wait_notify(&sock, &format!("STATUS=qualified {addr}"), WAIT, &mut seen)?;
         wait_notify(&sock, "WATCHDOG=1", Duration::from_secs(3), &mut seen)?;
