@@ -1,10 +1,11 @@
 //! Signals for a daemon with worker threads: the termination signals and SIGHUP are
-//! blocked before the workers start (they inherit the mask), and the main thread takes
-//! them synchronously with sigwait(2).
+//! blocked before any thread starts (they inherit the mask), and one thread takes them
+//! synchronously with sigwait(2) (the daemon's signal thread, which hands them to its
+//! control thread).
 
 use std::io;
 
-/// A signal the main thread was woken by.
+/// A signal [`wait`] took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// SIGINT, SIGQUIT or SIGTERM: stop.

@@ -1,6 +1,6 @@
-//! The `teredo` command as a library: reading Miredo's configuration files
-//! ([`config`]) and the command-line interface ([`cli`]). The binary in `main.rs` only
-//! parses the command line and calls [`cli::run`]; the daemons will use [`config`].
+//! The `teredo` command as a library: reading Miredo's configuration files ([`config`]),
+//! the command-line interface ([`cli`]) and the daemons ([`daemon`]). The binary in
+//! `main.rs` only parses the command line and calls [`cli::run`].
 
 #![warn(missing_docs)]
 
