@@ -26,6 +26,9 @@
 pub mod frame;
 pub mod next_hop;
 pub mod tables;
+mod types;
+
+pub use types::{PacketTxStats, Queued};
 
 use std::io;
 use std::net::SocketAddrV4;
@@ -42,26 +45,6 @@ pub const PAYLOAD_CAPACITY: usize = SLOT - PAYLOAD_OFFSET;
 /// Send buffer asked of the kernel.
 const SEND_BUFFER: libc::c_int = 4 << 20;
 const ETH_P_IP: u16 = 0x0800;
-
-/// Counters of a [`PacketTx`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PacketTxStats {
-    /// Frames the kernel took.
-    pub frames: u64,
-    /// Datagrams handed back to go through the UDP socket.
-    pub fallbacks: u64,
-    /// Frames the kernel refused (dropped).
-    pub errors: u64,
-}
-
-/// What [`PacketTx::commit`] did with a datagram.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Queued<'a> {
-    /// Queued as a frame; [`PacketTx::flush`] sends it.
-    Frame,
-    /// Not possible now: send these bytes (the payload) through the UDP socket.
-    Socket(&'a [u8]),
-}
 
 /// A packet socket and a batch of frames to send on it.
 pub struct PacketTx {

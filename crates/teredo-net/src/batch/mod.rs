@@ -17,3 +17,20 @@ pub use mmsg::{RecvBatch, SEND_WAIT, SendBatch};
 mod portable;
 #[cfg(not(target_os = "linux"))]
 pub use portable::{RecvBatch, SEND_WAIT, SendBatch};
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// A kernel IPv4 socket address as a Rust one.
+fn sockaddr_to_v4(sa: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)), u16::from_be(sa.sin_port))
+}
+
+/// A Rust IPv4 socket address as the kernel's.
+fn v4_to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = a.port().to_be();
+    sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    sa
+}

@@ -4,25 +4,14 @@
 //! no GSO (segmentation is accepted and ignored).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+use super::{sockaddr_to_v4, v4_to_sockaddr};
+
 /// How long [`SendBatch::flush`] waits for room in a full send buffer, at most.
 pub const SEND_WAIT: Duration = Duration::from_millis(20);
-
-fn to_v4(sa: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)), u16::from_be(sa.sin_port))
-}
-
-fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = a.port().to_be();
-    sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-    sa
-}
 
 /// A batch of receive buffers, one datagram each.
 pub struct RecvBatch {
@@ -70,7 +59,7 @@ impl RecvBatch {
                 };
             }
             let n = n as usize;
-            self.got.push((to_v4(&sa), n.min(self.size), n > self.size));
+            self.got.push((sockaddr_to_v4(&sa), n.min(self.size), n > self.size));
         }
         Ok(self.got.len())
     }
@@ -162,7 +151,7 @@ impl SendBatch {
         let mut i = 0;
         while i < total {
             let (to, len) = self.queued[i];
-            let sa = to_sockaddr(to);
+            let sa = v4_to_sockaddr(to);
             let buf = &self.bufs[i * self.size..i * self.size + len];
             // SAFETY: `buf` and `sa` are valid for reading for the lengths given.
             let n = unsafe {

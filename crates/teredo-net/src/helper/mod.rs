@@ -40,9 +40,18 @@ pub mod message;
 pub use message::{MIN_MTU, Refusal, Reply, Request, validate_up};
 
 #[cfg(target_os = "linux")]
-pub use linux::{Helper, HelperError, HelperOptions, spawn};
+pub use linux::{Helper, HelperError, spawn};
 #[cfg(not(target_os = "linux"))]
-pub use unsupported::{Helper, HelperError, HelperOptions, spawn};
+pub use unsupported::{Helper, HelperError, spawn};
+
+/// How to start the helper.
+#[derive(Debug, Clone)]
+pub struct HelperOptions {
+    /// The unprivileged user it runs as (never root).
+    pub user: crate::privileges::User,
+    /// Miredo's client hook to run instead of configuring the interface directly.
+    pub hook: Option<std::path::PathBuf>,
+}
 
 /// The helper where it is not written yet (the BSDs, macOS): the same interface, and
 /// [`spawn`] fails, so that a client says so at start-up. A relay and a server need none.
@@ -50,20 +59,9 @@ pub use unsupported::{Helper, HelperError, HelperOptions, spawn};
 mod unsupported {
     use std::convert::Infallible;
     use std::net::Ipv6Addr;
-    use std::path::PathBuf;
 
-    use super::{Reply, Request};
-    use crate::privileges::User;
+    use super::{HelperOptions, Reply, Request};
     use crate::tun::Tun;
-
-    /// How to start the helper.
-    #[derive(Debug, Clone)]
-    pub struct HelperOptions {
-        /// The unprivileged user it would run as.
-        pub user: User,
-        /// Miredo's client hook.
-        pub hook: Option<PathBuf>,
-    }
 
     /// Why the helper could not be started.
     #[derive(Debug, thiserror::Error)]
@@ -112,26 +110,16 @@ mod linux {
     use std::net::{Ipv6Addr, Shutdown};
     use std::os::fd::{AsRawFd, RawFd};
     use std::os::unix::net::UnixStream;
-    use std::path::PathBuf;
 
     use tracing::{error, info, warn};
 
     use super::message::{MessageError, REPLY_LEN, REQUEST_LEN};
-    use super::{Refusal, Reply, Request, validate_up};
+    use super::{HelperOptions, Refusal, Reply, Request, validate_up};
     use crate::client_if::ClientInterface;
     use crate::hook::{HookRunner, HookState};
     use crate::netlink::Netlink;
-    use crate::privileges::{self, PrivilegeError, User};
+    use crate::privileges::{self, PrivilegeError};
     use crate::tun::Tun;
-
-    /// How to start the helper.
-    #[derive(Debug, Clone)]
-    pub struct HelperOptions {
-        /// The unprivileged user it runs as (never root).
-        pub user: User,
-        /// Miredo's client hook to run instead of configuring the interface directly.
-        pub hook: Option<PathBuf>,
-    }
 
     /// Why the helper could not be started or talked to.
     #[derive(Debug, thiserror::Error)]

@@ -7,25 +7,10 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-/// Counters of a [`PacketTx`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PacketTxStats {
-    /// Frames the kernel took.
-    pub frames: u64,
-    /// Datagrams handed back to go through the UDP socket.
-    pub fallbacks: u64,
-    /// Frames the kernel refused (dropped).
-    pub errors: u64,
-}
+#[path = "types.rs"]
+mod types;
 
-/// What [`PacketTx::commit`] did with a datagram.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Queued<'a> {
-    /// Queued as a frame.
-    Frame,
-    /// Send these bytes through the UDP socket.
-    Socket(&'a [u8]),
-}
+pub use types::{PacketTxStats, Queued};
 
 /// A packet socket: none can be opened on this platform.
 #[derive(Debug)]
