@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::cmd::{describe, in_ns};
+use crate::cmd::{describe, in_ns, on_host};
 use crate::error::{LabError, Result};
 use crate::wait::{wait_for, wait_until};
 
@@ -26,6 +26,9 @@ pub struct Daemon {
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
+    /// Started on the host rather than inside `ns` (a program that joins the namespace by
+    /// itself, see [`Daemon::spawn_on_host`]).
+    on_host: bool,
     child: Option<Child>,
 }
 
@@ -57,6 +60,32 @@ impl Daemon {
             args: args.to_vec(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             log: log.into(),
+            on_host: false,
+            child: None,
+        };
+        d.start()?;
+        Ok(d)
+    }
+
+    /// Starts `program args` on the host, in the machine's own namespaces, for a program
+    /// that enters the lab namespace `ns` by itself (`systemd-nspawn
+    /// --network-namespace-path=/run/netns/NS`, which needs the host's `/sys` that `ip
+    /// netns exec` would hide); `ns` only names it in messages.
+    pub fn spawn_on_host(
+        name: &str,
+        ns: &str,
+        program: &str,
+        args: &[String],
+        log: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let mut d = Self {
+            name: name.to_owned(),
+            ns: ns.to_owned(),
+            program: program.to_owned(),
+            args: args.to_vec(),
+            env: Vec::new(),
+            log: log.into(),
+            on_host: true,
             child: None,
         };
         d.start()?;
@@ -114,7 +143,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .map_err(|e| LabError::io(format!("opening log {}", self.log.display()), e))?;
-        let mut cmd = in_ns(&self.ns, &self.program);
+        let mut cmd = if self.on_host { on_host(&self.program) } else { in_ns(&self.ns, &self.program) };
         cmd.args(&self.args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let line = describe(&cmd);
         // Best effort: a header that says what wrote the lines below it.

@@ -3,7 +3,8 @@
 //! A [`Lab`] builds, on demand, a small Teredo world out of Linux network namespaces and
 //! veth pairs: an "internet" router with documentation-range addresses, a Teredo server
 //! with two consecutive public IPv4 addresses and native IPv6, a relay, a native IPv6
-//! host, NATs of the four classic behaviours ([`NatKind`]) and clients behind them. It is
+//! host, NATs of every kind of RFC 6081 Figure 1 ([`NatKind`], [`nat`]) and clients behind
+//! them (two or more behind one NAT with [`Lab::client_beside`]). It is
 //! never connected to the machine's uplink. Tests run daemons inside the namespaces
 //! ([`Node::spawn`], [`miredo`]), wait with bounded timeouts ([`wait_until`]), ping, read
 //! addresses and conntrack tables. Everything the lab made is removed when it is dropped,
@@ -25,8 +26,8 @@
 //! });
 //! ```
 //!
-//! Needs root, `ip`, `nft`, `conntrack`, `tcpdump`, `ping` and `sysctl` (`.ci/install-deps`
-//! installs them, with Miredo and tshark). When the lab cannot run, [`run`] skips with a
+//! Needs root, `ip`, `nft`, `conntrack`, `tcpdump`, `ping` and `sysctl`, and `miniupnpd` for
+//! the UPnP NATs (`.ci/install-deps` installs them, with Miredo, tshark and `upnpc`). When the lab cannot run, [`run`] skips with a
 //! `SKIP` line on stderr, except under `CI=true` where it fails.
 //!
 //! Running: `cargo test -p teredo-lab --test lab` as root. Environment:
@@ -42,7 +43,9 @@
 
 #![warn(missing_docs)]
 
+pub mod anycast;
 pub mod bench;
+pub mod bird;
 mod cmd;
 pub mod daemon;
 pub mod error;
@@ -51,6 +54,7 @@ pub mod miredo;
 pub mod nat;
 pub mod netns;
 pub mod node;
+pub mod ping_log;
 pub mod wait;
 
 use std::fmt::Display;

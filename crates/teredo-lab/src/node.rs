@@ -89,6 +89,14 @@ impl Node {
         Daemon::spawn_env(&format!("{}/{name}", self.role), &self.ns, program, &args, env, log)
     }
 
+    /// Starts `program args` on the host as a [`Daemon`] (see [`Daemon::spawn_on_host`]) for
+    /// a program that joins this namespace by itself, logging as [`Node::spawn`] does.
+    pub fn spawn_joining(&self, name: &str, program: &str, args: &[&str]) -> Result<Daemon> {
+        let log = self.unique_artifact(name, "log");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Daemon::spawn_on_host(&format!("{}/{name}", self.role), &self.ns, program, &args, log)
+    }
+
     /// The lab's artifacts directory (logs, configs, captures).
     pub fn artifacts_dir(&self) -> &Path {
         &self.artifacts

@@ -54,7 +54,13 @@ fn point_at_null(fds: impl IntoIterator<Item = i32>) -> io::Result<()> {
 
 /// Forks. Returns in the child only; the parent exits with the child's status byte (1 if
 /// the child died before sending one).
-pub fn detach() -> io::Result<Detached> {
+///
+/// # Safety
+///
+/// The process must have a single thread: the child of a fork has only the calling
+/// thread, and goes on to run any Rust code, so a lock (the allocator's, stdout's) held by
+/// another thread at the fork would never be released in it.
+pub unsafe fn detach() -> io::Result<Detached> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -62,7 +68,7 @@ pub fn detach() -> io::Result<Detached> {
     }
     // SAFETY: both descriptors were just created and are owned here.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: no other thread exists yet (documented precondition).
+    // SAFETY: the caller guarantees a single thread (this function's contract).
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {

@@ -54,6 +54,7 @@ pub mod packet_tx;
 pub mod pidfile;
 pub mod poll;
 pub mod privileges;
+pub mod sandbox;
 pub mod signals;
 #[cfg(target_os = "linux")]
 pub mod sockopt;
@@ -83,7 +84,7 @@ pub fn steer_workers(
 ) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     {
-        steer::steer_udp(udp, workers, key).map_err(|e| e.to_string())?;
+        steer::steer_udp(udp, workers, prefix, key).map_err(|e| e.to_string())?;
         steer::steer_tun(tun, workers, prefix, key).map_err(|e| e.to_string())
     }
     #[cfg(not(target_os = "linux"))]

@@ -160,13 +160,18 @@ impl PacketTx {
     /// dropped, as a UDP socket would drop it.
     pub fn flush(&mut self) -> io::Result<usize> {
         let total = self.queued;
+        // Pointers from the whole arrays, taken once after the writes.
+        let frames = self.frames.as_mut_ptr();
         for i in 0..total {
             self.iovs[i] =
-                libc::iovec { iov_base: self.frames[i * SLOT..].as_mut_ptr().cast(), iov_len: self.lens[i] };
+                libc::iovec { iov_base: frames.wrapping_add(i * SLOT).cast(), iov_len: self.lens[i] };
+        }
+        let (iovs, dests) = (self.iovs.as_mut_ptr(), self.dests.as_mut_ptr());
+        for i in 0..total {
             let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&raw mut self.dests[i]).cast();
+            h.msg_name = dests.wrapping_add(i).cast();
             h.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
+            h.msg_iov = iovs.wrapping_add(i);
             h.msg_iovlen = 1;
             h.msg_control = std::ptr::null_mut();
             h.msg_controllen = 0;

@@ -12,7 +12,9 @@
 //!
 //! - UDP side ([`steer_udp`]): a classic BPF program attached with
 //!   `SO_ATTACH_REUSEPORT_CBPF` returns the index of the socket that gets each datagram,
-//!   computed from its IPv4 source address and UDP source port;
+//!   computed from the mapping embedded in its inner Teredo source address (the same as
+//!   the outer source, except for a client behind a symmetric NAT), or else from its IPv4
+//!   source address and UDP source port;
 //! - TUN side ([`steer_tun`]): an eBPF socket-filter program attached with
 //!   `TUNSETSTEERINGEBPF` returns the queue of each IPv6 packet the kernel routes into the
 //!   device, computed from the Teredo destination address (queue 0 for a destination
@@ -73,40 +75,81 @@ const fn stmt(code: u32, k: u32) -> libc::sock_filter {
     libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
 }
 
-/// The classic BPF program of [`steer_udp`] for `n` sockets.
+/// The classic BPF program of [`steer_udp`] for `n` sockets and the Teredo `prefix`.
 ///
 /// A reuseport program sees the datagram from its UDP payload on (the kernel pulled the UDP
-/// header), so the IPv4 source and the UDP source port are read relative to the network
-/// header (`SKF_NET_OFF`). The IPv4 header length comes from its IHL field (tested on Linux
-/// 6.18: `ldxb` with a negative offset works), so options do not break it.
+/// header). When the payload is a bare IPv6 packet (no authentication or origin header)
+/// whose source is under `prefix`, the peer is the mapping embedded, obfuscated, in that
+/// source (RFC 4380 §4): the worker is then the same as the TUN side's for the peer even
+/// when its datagrams come from another mapping (a client behind a symmetric NAT, trusted
+/// by its reply bubble). Otherwise (a datagram shorter than an IPv6 header included) the peer is
+/// the IPv4 source and UDP source port, read relative to the network header
+/// (`SKF_NET_OFF`), with the IPv4 header length from its IHL field (tested on Linux 6.18:
+/// `ldxb` with a negative offset works), so options do not break it.
 ///
 /// ```text
-///  0: ldxb 4*([SKF_NET_OFF+0] & 0xf)   X = IPv4 header length
-///  1: ldh  [x + SKF_NET_OFF+0]         A = UDP source port
-///  2: tax                              X = port
-///  3: ld   [SKF_NET_OFF+12]            A = IPv4 source address
-///  4: xor  #k1
-///  5: mul  #0x9e3779b1
-///  6: xor  x                           ^ port
-///  7: xor  #k2
-///  8: mul  #0x9e3779b1
-///  9: rsh  #16
-/// 10: mul  #n
-/// 11: rsh  #16
-/// 12: ret  a
+///  0: ld   len                         A = payload length
+///  1: jge  #40, 2, 12                  long enough for an IPv6 header?
+///  2: ldb  [0]                         A = first byte of the payload
+///  3: and  #0xf0
+///  4: jeq  #0x60, 5, 12                an IPv6 packet first?
+///  5: ld   [8]                         A = source bits 0..32
+///  6: jeq  #prefix, 7, 12              a Teredo source?
+///  7: ldh  [18]                        A = obfuscated port
+///  8: xor  #0xffff
+///  9: tax                              X = port
+/// 10: ld   [20]                        A = obfuscated IPv4 address
+/// 11: ja   17                          (to xor #0xffffffff)
+/// 12: ldxb 4*([SKF_NET_OFF+0] & 0xf)   X = IPv4 header length
+/// 13: ldh  [x + SKF_NET_OFF+0]         A = UDP source port
+/// 14: tax                              X = port
+/// 15: ld   [SKF_NET_OFF+12]            A = IPv4 source address
+/// 16: ja   18
+/// 17: xor  #0xffffffff                 the embedded address
+/// 18: xor  #k1
+/// 19: mul  #0x9e3779b1
+/// 20: xor  x                           ^ port
+/// 21: xor  #k2
+/// 22: mul  #0x9e3779b1
+/// 23: rsh  #16
+/// 24: mul  #n
+/// 25: rsh  #16
+/// 26: ret  a
 /// ```
-fn udp_program(n: u32, key: u64) -> [libc::sock_filter; 13] {
+fn udp_program(n: u32, prefix: u32, key: u64) -> [libc::sock_filter; 27] {
     let (k1, k2) = split_key(key);
     use libc::{
-        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_K, BPF_LD, BPF_LDX, BPF_MISC, BPF_MSH, BPF_MUL, BPF_RET,
-        BPF_RSH, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+        BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD,
+        BPF_LDX, BPF_LEN, BPF_MISC, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
     };
     let net = libc::SKF_NET_OFF as u32;
+    // A conditional jump (`op`) at instruction `at` to `t` if true, `f` if false.
+    let jump = |op: u32, at: u8, k: u32, t: u8, f: u8| libc::sock_filter {
+        code: (BPF_JMP | op | BPF_K) as u16,
+        jt: t - at - 1,
+        jf: f - at - 1,
+        k,
+    };
+    const OUTER: u8 = 12;
     [
+        stmt(BPF_LD | BPF_W | BPF_LEN, 0),
+        jump(BPF_JGE, 1, 40, 2, OUTER),
+        stmt(BPF_LD | BPF_B | BPF_ABS, 0),
+        stmt(BPF_ALU | BPF_AND | BPF_K, 0xf0),
+        jump(BPF_JEQ, 4, 0x60, 5, OUTER),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 8),
+        jump(BPF_JEQ, 6, prefix, 7, OUTER),
+        stmt(BPF_LD | BPF_H | BPF_ABS, 18),
+        stmt(BPF_ALU | BPF_XOR | BPF_K, 0xffff),
+        stmt(BPF_MISC | BPF_TAX, 0),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 20),
+        stmt(BPF_JMP | BPF_JA, 17 - 11 - 1),
         stmt(BPF_LDX | BPF_B | BPF_MSH, net),
         stmt(BPF_LD | BPF_H | BPF_IND, net),
         stmt(BPF_MISC | BPF_TAX, 0),
         stmt(BPF_LD | BPF_W | BPF_ABS, net.wrapping_add(12)),
+        stmt(BPF_JMP | BPF_JA, 18 - 16 - 1),
+        stmt(BPF_ALU | BPF_XOR | BPF_K, 0xffff_ffff),
         stmt(BPF_ALU | BPF_XOR | BPF_K, k1),
         stmt(BPF_ALU | BPF_MUL | BPF_K, GOLDEN),
         stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
@@ -121,13 +164,14 @@ fn udp_program(n: u32, key: u64) -> [libc::sock_filter; 13] {
 
 /// Attaches the cBPF program to `first` (socket 0 of a SO_REUSEPORT group of `n` sockets, bound in order).
 ///
-/// Each datagram then goes to socket [`shard`]`(source address, source port, n, key)` of
-/// the group. The program belongs to the group: attach it once, with the `n` sockets bound
+/// Each datagram then goes to socket [`shard`]`(address, port, n, key)` of the group, where
+/// `address:port` is the mapping embedded in its inner Teredo source under `prefix`, or
+/// else its IPv4 source address and UDP source port. The program belongs to the group: attach it once, with the `n` sockets bound
 /// (the kernel falls back to its own hash when the index is not, or no longer, a socket).
 /// Needs no privilege.
-pub fn steer_udp(first: &impl AsRawFd, n: u32, key: u64) -> io::Result<()> {
+pub fn steer_udp(first: &impl AsRawFd, n: u32, prefix: u32, key: u64) -> io::Result<()> {
     check_n(n)?;
-    let mut program = udp_program(n, key);
+    let mut program = udp_program(n, prefix, key);
     let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
     // SAFETY: a socket descriptor and a sock_fprog pointing at `program`, which outlives the
     // call (the kernel copies the program).

@@ -3,7 +3,7 @@
 //! sends clients' echo tests to native IPv6 hosts (RFC 4380 §5.3.1).
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -74,6 +74,42 @@ impl AsFd for RawIpv6 {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+}
+
+/// The local address and port that `s` (bound to `0.0.0.0` or to an address) sends from
+/// toward `peer`: its own address if bound to one, else the source the routing table
+/// picks, found by connecting a throwaway UDP socket (which sends nothing). For RFC 6081's
+/// hairpinning, which advertises it to peers behind the same NAT.
+pub fn source_toward(s: &Socket, peer: SocketAddrV4) -> io::Result<SocketAddrV4> {
+    let own = local_v4(s)?;
+    if !own.ip().is_unspecified() {
+        return Ok(own);
+    }
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    probe.connect(peer)?;
+    match probe.local_addr()? {
+        SocketAddr::V4(a) => Ok(SocketAddrV4::new(*a.ip(), own.port())),
+        SocketAddr::V6(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "not IPv4")),
+    }
+}
+
+/// Makes `s`'s multicast link-scoped, as RFC 4380 §5.2.8 wants of local discovery bubbles:
+/// TTL 1, and not looped back to the host's own sockets.
+pub fn set_multicast_link_scope(s: &Socket) -> io::Result<()> {
+    s.set_multicast_ttl_v4(1)?;
+    s.set_multicast_loop_v4(false)
+}
+
+/// The socket on which local discovery bubbles arrive (RFC 4380 §5.2.8): bound to the
+/// Teredo IPv4 Discovery Address `group` and port `port` (so that it gets nothing sent to
+/// a unicast address), joined to the group on the interface the kernel routes it through,
+/// shared (SO_REUSEADDR) with other Teredo clients of the host.
+pub fn discovery_socket(group: Ipv4Addr, port: u16) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(group, port)))?;
+    s.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)?;
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use teredo_net::helper::{self, HelperOptions, Refusal, Reply};
 use teredo_net::netlink::Netlink;
 use teredo_net::privileges::lookup_user;
 use teredo_net::tun::{Tun, TunError, TunOptions};
+use teredo_proto::address::TEREDO_PREFIX;
 
 const A: &str = "2001:0:c000:201:1234:63bf:3fff:fdd2";
 const B: &str = "2001:0:c000:201:0:63bf:3fff:fdd3";
@@ -184,8 +185,11 @@ fn helper_applies_only_valid_requests_and_keeps_only_net_admin() {
     in_new_netns("helper_applies_only_valid_requests_and_keeps_only_net_admin", || {
         let t = tun("teredo0")?;
         let user = nobody();
-        let mut h = helper::spawn(&t, &HelperOptions { user: user.clone(), hook: None })
-            .map_err(|e| e.to_string())?;
+        // SAFETY: in_new_netns runs the body in a forked, single-threaded child.
+        let mut h = unsafe {
+            helper::spawn(&t, &HelperOptions { user: user.clone(), hook: None, route: None, seccomp: true })
+        }
+        .map_err(|e| e.to_string())?;
         let pid = h.pid();
         for f in ["CapEff", "CapPrm", "CapBnd"] {
             let v = proc_status(pid, f)?;
@@ -244,11 +248,87 @@ fn helper_applies_only_valid_requests_and_keeps_only_net_admin() {
 }
 
 #[test]
+fn relay_helper_adds_and_deletes_only_its_route() {
+    in_new_netns("relay_helper_adds_and_deletes_only_its_route", || {
+        use teredo_net::ifconfig::{Ipv6Prefix, Route};
+        let t = tun("teredo0")?;
+        let up = std::process::Command::new("ip").args(["link", "set", "teredo0", "up"]).status();
+        ensure!(up.is_ok_and(|s| s.success()), "ip link set teredo0 up");
+        let destination = Ipv6Prefix::new(addr("2001::"), 32).ok_or("prefix")?;
+        let route = Route { destination, ifindex: t.ifindex(), metric: 1024 };
+        // SAFETY: in_new_netns runs the body in a forked, single-threaded child.
+        let mut h = unsafe {
+            helper::spawn(
+                &t,
+                &HelperOptions { user: nobody(), hook: None, route: Some(route), seccomp: true },
+            )
+        }
+        .map_err(|e| e.to_string())?;
+        ensure!(proc_status(h.pid(), "CapEff")? == "0000000000001000", "CapEff");
+        // It keeps no descriptor of the TUN.
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", h.pid())).map_err(|e| e.to_string())?;
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).map_err(|e| e.to_string())?;
+            ensure!(!target.to_string_lossy().contains("tun"), "the helper holds {}", target.display());
+        }
+        let none = routes("teredo0")?;
+        ensure!(!none.contains(&"2001::/32 metric 1024".to_owned()), "route before announce: {none:?}");
+        for _ in 0..2 {
+            ensure!(h.announce().map_err(|e| e.to_string())? == Reply::Applied, "announce");
+            ensure!(
+                routes("teredo0")?.contains(&"2001::/32 metric 1024".to_owned()),
+                "{:?}",
+                routes("teredo0")
+            );
+        }
+        for _ in 0..2 {
+            ensure!(h.withdraw().map_err(|e| e.to_string())? == Reply::Applied, "withdraw");
+            ensure!(
+                !routes("teredo0")?.contains(&"2001::/32 metric 1024".to_owned()),
+                "{:?}",
+                routes("teredo0")
+            );
+        }
+        // A relay's helper configures no client address.
+        let r = h.up(addr(A), 1400).map_err(|e| e.to_string())?;
+        ensure!(r == Reply::Refused(Refusal::WrongRole), "up: {r:?}");
+        ensure!(h.down().map_err(|e| e.to_string())? == Reply::Refused(Refusal::WrongRole), "down");
+        ensure!(addresses("teredo0")?.iter().all(|a| !a.starts_with("2001:")), "{:?}", addresses("teredo0"));
+        // The daemon's end closes: the route goes.
+        ensure!(h.announce().map_err(|e| e.to_string())? == Reply::Applied, "announce again");
+        ensure!(h.finish().map_err(|e| e.to_string())? == 0, "exit status");
+        ensure!(
+            !routes("teredo0")?.contains(&"2001::/32 metric 1024".to_owned()),
+            "route left after the end"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn client_helper_refuses_route_requests() {
+    in_new_netns("client_helper_refuses_route_requests", || {
+        let t = tun("teredo0")?;
+        // SAFETY: in_new_netns runs the body in a forked, single-threaded child.
+        let mut h = unsafe {
+            helper::spawn(&t, &HelperOptions { user: nobody(), hook: None, route: None, seccomp: true })
+        }
+        .map_err(|e| e.to_string())?;
+        ensure!(h.announce().map_err(|e| e.to_string())? == Reply::Refused(Refusal::WrongRole), "announce");
+        ensure!(h.withdraw().map_err(|e| e.to_string())? == Reply::Refused(Refusal::WrongRole), "withdraw");
+        Ok(())
+    });
+}
+
+#[test]
 fn helper_refuses_root_user() {
     in_new_netns("helper_refuses_root_user", || {
         let t = tun("teredo0")?;
         let root = lookup_user("root").map_err(|e| e.to_string())?;
-        match helper::spawn(&t, &HelperOptions { user: root, hook: None }) {
+        // SAFETY: in_new_netns runs the body in a forked, single-threaded child.
+        match unsafe {
+            helper::spawn(&t, &HelperOptions { user: root, hook: None, route: None, seccomp: true })
+        } {
             Err(helper::HelperError::Privileges(_)) => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -323,8 +403,11 @@ fn helper_runs_the_client_hook_with_miredo_environment() {
         let hook = scratch.file("client-hook", &script, 0o755);
         let t = tun("teredo0")?;
         let idx = t.ifindex().to_string();
-        let mut h = helper::spawn(&t, &HelperOptions { user: nobody(), hook: Some(hook) })
-            .map_err(|e| e.to_string())?;
+        // SAFETY: in_new_netns runs the body in a forked, single-threaded child.
+        let mut h = unsafe {
+            helper::spawn(&t, &HelperOptions { user: nobody(), hook: Some(hook), route: None, seccomp: true })
+        }
+        .map_err(|e| e.to_string())?;
         for f in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
             let v = proc_status(h.pid(), f)?;
             ensure!(v == "0000000000001000", "helper {f} = {v}");
@@ -561,7 +644,9 @@ fn lcg(state: &mut u32) -> u32 {
 }
 
 /// One reuseport group of `n` sockets on 127.0.0.1:`port` steered by `steer_udp`: each of 40
-/// clients on 127.0.0.1..9 sends one datagram, which must reach socket `shard(src, n, key)`.
+/// clients on 127.0.0.1..9 sends one datagram, which must reach socket `shard(src, n, key)`,
+/// except that every third one carries an IPv6 packet from a Teredo address of another
+/// mapping (a client behind a symmetric NAT), which must reach the shard of that mapping.
 /// The sockets have UDP GRO on, as the daemon's do (another socket lookup in the kernel).
 fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -576,7 +661,7 @@ fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bind {at}: {e}"))?;
-    steer_udp(&group[0], n, STEERING_KEY).map_err(|e| e.to_string())?;
+    steer_udp(&group[0], n, TEREDO_PREFIX, STEERING_KEY).map_err(|e| e.to_string())?;
     for s in &group {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
@@ -595,8 +680,27 @@ fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
             teredo_net::sockopt::set_bytes(&c, libc::IPPROTO_IP, libc::IP_OPTIONS, &[1, 1, 1, 0])
                 .map_err(|e| format!("IP_OPTIONS: {e}"))?;
         }
-        c.send_to(format!("client {i}").as_bytes(), at).map_err(|e| e.to_string())?;
-        sent.insert(from, shard(*from.ip(), from.port(), n, STEERING_KEY));
+        if i % 3 == 2 {
+            // A bubble from the Teredo address of the mapping 198.51.100.<i>:<40000 + i>.
+            let (ip, port) = (Ipv4Addr::new(198, 51, 100, i as u8), 40_000 + i as u16);
+            let mut b = [0u8; 40];
+            b[0] = 0x60;
+            b[6] = 59;
+            b[8..12].copy_from_slice(&TEREDO_PREFIX.to_be_bytes());
+            b[18..20].copy_from_slice(&(!port).to_be_bytes());
+            b[20..24].copy_from_slice(&(!u32::from(ip)).to_be_bytes());
+            c.send_to(&b, at).map_err(|e| e.to_string())?;
+            sent.insert(from, shard(ip, port, n, STEERING_KEY));
+        } else {
+            // Short datagrams, and long ones that look like IPv6 ('c' is 0x63) from a
+            // source outside the prefix: steered by their outer source.
+            let mut payload = format!("client {i}").into_bytes();
+            if i % 2 == 0 {
+                payload.resize(48, b'.');
+            }
+            c.send_to(&payload, at).map_err(|e| e.to_string())?;
+            sent.insert(from, shard(*from.ip(), from.port(), n, STEERING_KEY));
+        }
         clients.push(c);
     }
     let mut got = std::collections::HashMap::new();
@@ -620,7 +724,12 @@ fn check_udp_steering(port: u16, n: u32) -> Result<(), String> {
     ensure!(got.len() == CLIENTS, "n={n}: {} of {CLIENTS} datagrams received", got.len());
     for (from, k) in &got {
         let want = sent.get(from).ok_or_else(|| format!("n={n}: a datagram from unknown {from}"))?;
-        ensure!(k == want, "n={n}: datagram from {from} reached socket {k}, shard says {want}");
+        ensure!(
+            k == want,
+            "n={n}: datagram from {from} reached socket {k}, shard says {want} ({} wrong of {})",
+            got.iter().filter(|(f, k)| sent.get(f) != Some(k)).count(),
+            got.len()
+        );
     }
     ensure!(per_socket.iter().all(|&c| c > 0), "n={n}: some socket received nothing: {per_socket:?}");
     Ok(())

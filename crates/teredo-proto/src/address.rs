@@ -23,6 +23,12 @@ pub const LEGACY_PREFIX: u32 = 0x3ffe_831f;
 
 /// The Teredo UDP port (RFC 4380 §2.6).
 pub const TEREDO_PORT: u16 = 3544;
+/// The Teredo IPv4 Discovery Address (RFC 4380 §2.16), to which local discovery bubbles go
+/// (§5.2.8).
+pub const DISCOVERY_IPV4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 253);
+/// The all-nodes on-link multicast address (RFC 4291 §2.7.1), the destination of local
+/// discovery bubbles.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 /// The link-local address a client without the cone bit uses as the source of its router
 /// solicitations (Windows Vista and later, Miredo): `fe80::ffff:ffff:ffff`.

@@ -73,10 +73,58 @@ impl ClientEndpoint {
         self.tunnel.handle_packet(now, from, datagram.len(), &packet)
     }
 
+    /// A datagram received on the random socket of local port `port`
+    /// ([`Tunnel::handle_random_datagram`]): never a qualification message, the echo tests'
+    /// RAs are the data path's.
+    pub fn handle_random_datagram(
+        &mut self,
+        now: Instant,
+        port: u16,
+        from: SocketAddrV4,
+        datagram: &[u8],
+    ) -> UdpVerdict {
+        self.tunnel.handle_random_datagram(now, port, from, datagram)
+    }
+
+    /// The random sockets' local ports ([`Tunnel::random_ports`]).
+    pub fn random_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.tunnel.random_ports()
+    }
+
+    /// Changes whenever [`ClientEndpoint::random_ports`] does.
+    pub fn random_ports_generation(&self) -> u64 {
+        self.tunnel.random_ports_generation()
+    }
+
+    /// The random port `port` could not be bound ([`Tunnel::random_port_unavailable`]).
+    pub fn random_port_unavailable(&mut self, port: u16) {
+        self.tunnel.random_port_unavailable(port);
+    }
+
+    /// The mapping the NAT's UPnP IGD gave, or none ([`Client::set_upnp`]).
+    pub fn set_upnp(&mut self, now: Instant, mapping: Option<SocketAddrV4>) {
+        self.client.set_upnp(now, mapping);
+        self.apply(now);
+    }
+
+    /// What qualification found about the NAT ([`Client::findings`]).
+    pub fn findings(&self) -> client::NatFindings {
+        self.client.findings()
+    }
+
     /// Decides what to do with an IPv6 packet read from the TUN ([`Tunnel::handle_tun_packet`]).
+    /// When it makes the tunnel test a silent native peer again ([`crate::tunnel::RETEST_AFTER`]),
+    /// the server is solicited at once too ([`Client::solicit_now`]): the silence may be
+    /// our NAT's new mapping, which the server's answer shows within a round trip instead
+    /// of at the next refresh (up to 30 s later). At most once per silent peer per 3 s.
     #[inline]
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) -> TunVerdict {
-        self.tunnel.handle_tun_packet(now, packet)
+        let retests = self.tunnel.stats().echo_retests;
+        let v = self.tunnel.handle_tun_packet(now, packet);
+        if self.tunnel.stats().echo_retests != retests {
+            self.solicit_now(now);
+        }
+        v
     }
 
     /// Runs the timers of both halves that are due at `now`.
@@ -128,6 +176,18 @@ impl ClientEndpoint {
         r
     }
 
+    /// The server to solicit when the restart delay ends ([`Client::set_server_later`]).
+    pub fn set_server_later(
+        &mut self,
+        now: Instant,
+        primary: Ipv4Addr,
+        secondary: Option<Ipv4Addr>,
+    ) -> Result<(), ServerNotGlobal> {
+        let r = self.client.set_server_later(now, primary, secondary);
+        self.apply(now);
+        r
+    }
+
     /// The server's name could not be resolved ([`Client::resolution_failed`]).
     pub fn resolution_failed(&mut self, now: Instant) {
         self.client.resolution_failed(now);
@@ -145,6 +205,32 @@ impl ClientEndpoint {
         self.tunnel.set_max_peers(max_peers)
     }
 
+    /// A datagram received on the Teredo IPv4 Discovery Address ([`Tunnel::handle_discovery`]).
+    pub fn handle_discovery(&mut self, now: Instant, from: SocketAddrV4, datagram: &[u8]) -> UdpVerdict {
+        self.tunnel.handle_discovery(now, from, datagram)
+    }
+
+    /// Turns local discovery on or off ([`Tunnel::set_local_discovery`]).
+    pub fn set_local_discovery(&mut self, now: Instant, on: bool) {
+        self.tunnel.set_local_discovery(now, on);
+    }
+
+    /// Qualifies with these credentials (secure qualification, [`Client::set_credentials`]).
+    pub fn set_credentials(&mut self, credentials: Option<crate::secure::Credentials>) {
+        self.client.set_credentials(credentials);
+    }
+
+    /// Sets the local IPv4 address and port advertised for hairpinning
+    /// ([`Tunnel::set_local_address`]).
+    pub fn set_local_address(&mut self, local: Option<SocketAddrV4>) {
+        self.tunnel.set_local_address(local);
+    }
+
+    /// The server in use: its primary and secondary addresses.
+    pub fn server(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        self.client.server()
+    }
+
     /// The data path.
     pub fn tunnel(&self) -> &Tunnel {
         &self.tunnel
@@ -155,13 +241,15 @@ impl ClientEndpoint {
         let c = &self.client;
         let address = c.address();
         let mut counters = c.stats().counters();
-        counters.extend(self.tunnel.stats().counters());
+        counters.extend(self.tunnel.counters());
         ClientStatus {
             state: c.state(),
             address: address.map(|a| a.to_ipv6()),
             server: c.server(),
             mapped: address.map(|a| SocketAddrV4::new(a.mapped_addr, a.mapped_port)),
             nat: c.nat_kind(),
+            findings: c.findings(),
+            random_ports: self.tunnel.random_ports().count(),
             mtu: c.mtu(),
             last_interaction: c.last_interaction().map(|t| now.saturating_since(t)),
             peers: self.tunnel.peers().len(),
@@ -185,12 +273,16 @@ impl ClientEndpoint {
                     }
                 }
                 Event::Down => self.tunnel.reset(now),
-                Event::NatBehaviour(_) | Event::ResolveServer => {}
+                Event::NatBehaviour(_) | Event::ResolveServer | Event::ServerUnreachable { .. } => {}
             }
             if self.events.len() >= EVENT_CAPACITY {
                 self.events.pop_front();
             }
             self.events.push_back(e);
+        }
+        // RFC 6081 §5.3–§5.5: the data path acts on what qualification found.
+        if let Some((_, secondary)) = self.client.server() {
+            self.tunnel.set_nat(self.client.findings(), secondary);
         }
     }
 }

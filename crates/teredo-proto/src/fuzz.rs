@@ -1,7 +1,24 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the test that replays their
-//! corpora on the stable toolchain. Each takes arbitrary bytes, runs one parser and every
-//! accessor of what it returns, and re-encodes where a builder exists, checking the
-//! round trip; any panic is a bug.
+//! corpora on the stable toolchain. Each takes arbitrary bytes; any panic is a bug.
+//!
+//! - The parsers (here): each runs one parser and every accessor of what it returns, and
+//!   re-encodes where a builder exists, checking the round trip.
+//! - The state machines (`tunnel_client`, `tunnel_relay`, `endpoint`, `server`,
+//!   `coalescer`): the bytes are a sequence of operations (`fuzz/ops.rs`) on a machine in
+//!   a small world (`fuzz/world.rs`) that checks every output and the machine's bounds
+//!   after every step.
+
+mod coalescer;
+mod endpoint;
+mod ops;
+mod server;
+mod tunnel;
+mod world;
+
+pub use coalescer::coalescer;
+pub use endpoint::endpoint;
+pub use server::{check_action, server};
+pub use tunnel::{tunnel_client, tunnel_relay};
 
 use std::net::Ipv6Addr;
 

@@ -19,11 +19,18 @@
 //!   packet queues (RFC 4380 §5.2, §5.2.6, §5.4);
 //! - [`tunnel`]: the data path of a client and of a relay (RFC 4380 §5.2.3, §5.2.4,
 //!   §5.2.6, §5.2.9, §5.4.1, §5.4.2; RFC 5991 §3.2);
+//! - [`probe`]: a relay's probe of a Teredo server, the health of its IPv4 side;
 //! - [`server`]: the Teredo server (RFC 4380 §5.3, RFC 5991 §3.2);
+//! - [`secure`]: secure qualification (RFC 4380 §5.2.2), HMAC-SHA1 credentials;
 //! - [`offload`]: TUN offload: the virtio-net header, TCP segmentation of what the TUN
 //!   gives and coalescing of what it takes (RFC 9293, RFC 8200 §8.1).
 
 #![warn(missing_docs)]
+// No unsafe code in the protocol core: what it parses comes from the network. The tests
+// alone may hold it (a counting global allocator, peers/tests.rs), each use allowed
+// where it stands.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 pub mod address;
 pub mod checksum;
@@ -34,6 +41,8 @@ pub mod fuzz;
 pub mod nonce;
 pub mod offload;
 pub mod peers;
+pub mod probe;
+pub mod secure;
 pub mod server;
 pub mod status;
 pub mod time;

@@ -143,6 +143,31 @@ impl TokenKey {
         [t[0], t[1], t[2], t[3]]
     }
 
+    /// Random port `n` of a client (RFC 6081 §5.4.4.2, §5.5.4.1: "select a random port
+    /// number"), in 1024..=65535: keyed, so that nobody predicts it.
+    pub fn random_port(&self, n: u64) -> u16 {
+        let t = self.tag(b"teredo random port", &[&n.to_be_bytes()]);
+        1024 + (u16::from_be_bytes([t[0], t[1]]) % (65535 - 1024 + 1))
+    }
+
+    /// The nonce of echo test `n`'s router solicitation to `server` (RFC 6081 §5.5.4.1.1:
+    /// "a randomly generated Nonce field"), apart from qualification's ([`TokenKey::rs_nonce`]).
+    pub fn echo_test_nonce(&self, server: Ipv4Addr, n: u64) -> [u8; 8] {
+        let t = self.tag(b"teredo echo test rs", &[&server.octets(), &n.to_be_bytes()]);
+        let mut r = [0u8; 8];
+        r.copy_from_slice(&t[..8]);
+        r
+    }
+
+    /// The delay before local discovery bubble `n` + 1 (RFC 4380 §5.2.8: uniformly
+    /// distributed between 200 and 300 s), keyed so that clients behind one NAT do not keep
+    /// in step.
+    pub fn discovery_delay(&self, n: u32) -> std::time::Duration {
+        let t = self.tag(b"teredo discovery delay", &[&n.to_be_bytes()]);
+        let ms = u64::from(u32::from_be_bytes([t[0], t[1], t[2], t[3]])) % 100_001;
+        std::time::Duration::from_millis(200_000 + ms)
+    }
+
     /// The interface identifier of a link-local bubble source for a peer whose Teredo
     /// address maps to `addr`:`port`; its U and G bits are clear (RFC 4291 §2.5.1).
     pub fn bubble_interface_id(&self, addr: Ipv4Addr, port: u16) -> [u8; 8] {
@@ -151,6 +176,25 @@ impl TokenKey {
         iid.copy_from_slice(&t[..8]);
         iid[0] &= !0x03;
         iid
+    }
+
+    /// The link-local source of the bubbles sent to a peer whose Teredo address maps to
+    /// `addr`:`port`: `fe80::` followed by [`TokenKey::bubble_interface_id`], as Miredo's
+    /// (its `CheckBubble` scheme). A reply bubble swaps source and destination, so its
+    /// destination proves that the replier saw our bubble, from whatever IPv4 mapping it
+    /// comes (a symmetric NAT gives it a new one): [`TokenKey::is_bubble_token`].
+    pub fn bubble_source(&self, addr: Ipv4Addr, port: u16) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a[0] = 0xfe;
+        a[1] = 0x80;
+        a[8..].copy_from_slice(&self.bubble_interface_id(addr, port));
+        Ipv6Addr::from(a)
+    }
+
+    /// Whether `dst` is the [`TokenKey::bubble_source`] of our bubbles to the peer whose
+    /// Teredo address maps to `addr`:`port` (compared in constant time).
+    pub fn is_bubble_token(&self, dst: &[u8; 16], addr: Ipv4Addr, port: u16) -> bool {
+        constant_time_eq(dst, &self.bubble_source(addr, port).octets())
     }
 }
 
@@ -194,6 +238,16 @@ mod tests {
         assert!(!k.verify_echo_token(&a, &b, 1, 2, &bad, 1000), "flipped bit");
         assert!(!k.verify_echo_token(&a, &b, 1, 2, &t[..15], 1000), "short");
         assert!(!k.verify_echo_token(&a, &b, 1, 2, &[], 1000), "empty");
+    }
+
+    #[test]
+    fn discovery_delays_are_200_to_300_s_and_vary() {
+        let k = key(7);
+        let d: Vec<_> = (0..200).map(|n| k.discovery_delay(n).as_secs_f64()).collect();
+        assert!(d.iter().all(|&s| (200.0..=300.0).contains(&s)), "{d:?}");
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        assert!((240.0..260.0).contains(&mean), "{mean}");
+        assert_ne!(k.discovery_delay(0), key(8).discovery_delay(0));
     }
 
     #[test]

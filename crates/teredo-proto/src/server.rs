@@ -12,6 +12,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use crate::address::{self, TeredoAddress};
+use crate::secure::{AUTH_VALUE_LEN, Credentials};
 use crate::wire::icmpv6::{Icmpv6, Icmpv6Repr, Message, PrefixInformation};
 use crate::wire::ipv6::{ALL_ROUTERS, NEXT_HEADER_ICMPV6};
 use crate::wire::{Authentication, Malformed, OriginIndication, PacketKind, TeredoPacket, encap};
@@ -63,7 +64,7 @@ pub enum DropReason {
     Malformed(Malformed),
     /// Neither a bubble nor ICMPv6 (rule 2).
     NotBubbleOrIcmpv6,
-    /// The IPv4 source is not global unicast (rule 3).
+    /// The IPv4 source is not global unicast (rule 3), or its UDP port is 0.
     SourceNotGlobal,
     /// Fails the source checks of rules 4 to 7.
     SourceCheck,
@@ -85,6 +86,9 @@ pub enum DropReason {
     BufferTooSmall,
     /// Larger than the I/O layer's receive buffer (cut by the kernel): never looked at.
     Oversized,
+    /// Secure qualification: an RS from an unknown client, or whose authentication value
+    /// does not verify, or without one when the server requires it (RFC 4380 §5.2.2).
+    AuthenticationFailed,
 }
 
 /// What to do with a datagram.
@@ -115,12 +119,49 @@ pub enum Action {
     Drop(DropReason),
 }
 
+/// The clients a server knows for secure qualification (RFC 4380 §5.2.2), by identifier,
+/// and whether it answers only them.
+#[derive(Debug, Clone, Default)]
+pub struct ClientKeys {
+    keys: std::collections::HashMap<Vec<u8>, Credentials>,
+    /// Answer no RS that is not authenticated by a known client.
+    pub required: bool,
+}
+
+impl ClientKeys {
+    /// No client, authentication not required.
+    pub fn new(required: bool) -> Self {
+        Self { keys: Default::default(), required }
+    }
+
+    /// Adds (or replaces) a client.
+    pub fn insert(&mut self, credentials: Credentials) {
+        self.keys.insert(credentials.id().to_vec(), credentials);
+    }
+
+    /// How many clients.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn get(&self, id: &[u8]) -> Option<&Credentials> {
+        self.keys.get(id)
+    }
+}
+
 /// The stateless Teredo server.
 #[derive(Debug, Clone)]
 pub struct Server {
     config: ServerConfig,
     link_local: Ipv6Addr,
     pio: PrefixInformation,
+    /// Secure qualification's clients, shared by the workers.
+    keys: Option<std::sync::Arc<ClientKeys>>,
 }
 
 impl Server {
@@ -139,7 +180,16 @@ impl Server {
                 preferred_lifetime: u32::MAX,
                 prefix,
             },
+            keys: None,
         }
+    }
+
+    /// Secure qualification (RFC 4380 §5.2.2): an RS that carries a client identifier must
+    /// be authenticated with that client's secret (else it is dropped), and its RA is
+    /// authenticated with the same; with [`ClientKeys::required`], an RS without one is
+    /// dropped too.
+    pub fn set_client_keys(&mut self, keys: Option<std::sync::Arc<ClientKeys>>) {
+        self.keys = keys;
     }
 
     /// The configuration.
@@ -192,8 +242,9 @@ impl Server {
         if self.is_own(*from.ip()) {
             return Err(DropReason::FromSelf);
         }
-        // Rule 3: a global unicast IPv4 source.
-        if !address::is_global_unicast(*from.ip()) {
+        // Rule 3: a global unicast IPv4 source, and a port a client may have (never
+        // answer, nor relay the origin of, UDP port 0).
+        if !address::is_global_unicast(*from.ip()) || from.port() == 0 {
             return Err(DropReason::SourceNotGlobal);
         }
         let src = pkt.ipv6.src();
@@ -289,9 +340,32 @@ impl Server {
         if !is_link_local(&client_ll) {
             return Err(DropReason::NotRouterSolicitation);
         }
+        // Secure qualification: the client named in the RS must have signed it.
+        let client = match pkt.auth.filter(|a| !a.client_id.is_empty()) {
+            Some(a) => {
+                let c = self.keys.as_deref().and_then(|k| k.get(a.client_id));
+                match c {
+                    Some(c) if c.verify(&a, pkt.origin.as_ref(), pkt.ipv6.bytes()) => Some(c),
+                    _ => return Err(DropReason::AuthenticationFailed),
+                }
+            }
+            None if self.keys.as_deref().is_some_and(|k| k.required) => {
+                return Err(DropReason::AuthenticationFailed);
+            }
+            None => None,
+        };
         // The nonce is echoed only when the RS had an authentication header (Miredo sends
-        // stale bytes otherwise). No secure qualification: an empty identity.
-        let auth = pkt.auth.map(|a| Authentication::with_nonce(a.nonce));
+        // stale bytes otherwise); the identity only for an authenticated client.
+        let placeholder = [0u8; AUTH_VALUE_LEN];
+        let auth = pkt.auth.map(|a| match client {
+            Some(c) => Authentication {
+                client_id: c.id(),
+                auth_value: &placeholder,
+                nonce: a.nonce,
+                confirmation: 0,
+            },
+            None => Authentication::with_nonce(a.nonce),
+        });
         let origin = OriginIndication { addr: *from.ip(), port: from.port() };
         let n =
             encap::emit_headers(out, auth.as_ref(), Some(&origin)).map_err(|_| DropReason::BufferTooSmall)?;
@@ -307,6 +381,11 @@ impl Server {
         let m = ra
             .emit_packet(out.get_mut(n..).ok_or(DropReason::BufferTooSmall)?, self.link_local, client_ll, 255)
             .map_err(|_| DropReason::BufferTooSmall)?;
+        if let (Some(c), Some(a)) = (client, auth.as_ref()) {
+            let value = c.auth_value(a, Some(&origin), &out[n..n + m]);
+            let at = 4 + c.id().len();
+            out[at..at + AUTH_VALUE_LEN].copy_from_slice(&value);
+        }
         // RFC 5991 §3.2: servers must still honour the cone bit, answering from the other
         // address.
         let from_local = if address::is_cone_link_local(&client_ll) { local.other() } else { local };
@@ -334,7 +413,7 @@ fn is_global_unicast_v6(a: &Ipv6Addr) -> bool {
 impl DropReason {
     /// How many kinds of reason there are (the inner kind of malformation is not told
     /// apart).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// The reason's index in [`ServerStats::drops`].
     pub fn index(self) -> usize {
@@ -351,6 +430,7 @@ impl DropReason {
             Self::BadChecksum => 9,
             Self::BufferTooSmall => 10,
             Self::Oversized => 11,
+            Self::AuthenticationFailed => 12,
         }
     }
 }
@@ -369,6 +449,7 @@ const DROP_NAMES: [&str; DropReason::COUNT] = [
     "dropped_bad_checksum",
     "dropped_buffer_too_small",
     "dropped_oversized",
+    "dropped_authentication_failed",
 ];
 
 /// Counts of what the server did, indexed like [`Action`] and [`DropReason`].
@@ -531,6 +612,19 @@ mod tests {
         assert_eq!(ra.prefix_information().unwrap().prefix_len, 64);
         assert_eq!(ra.mtu(), Some(1280));
         assert_eq!((ra.router_lifetime, ra.retrans_timer), (0, 2000));
+    }
+
+    #[test]
+    fn rs_from_port_zero_is_not_answered() {
+        let mut out = [0u8; 1500];
+        let from = SocketAddrV4::new(*CLIENT.ip(), 0);
+        let a = server().handle_datagram(
+            Local::Primary,
+            from,
+            &rs(address::LINK_LOCAL_RESTRICTED, None),
+            &mut out,
+        );
+        assert_eq!(a, Action::Drop(DropReason::SourceNotGlobal));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
-use crate::client::{NatKind, State};
+use crate::client::{NatFindings, NatKind, State};
 use crate::peers::PeerTable;
 use crate::time::Instant;
 
@@ -85,6 +85,10 @@ pub struct ClientStatus {
     pub mapped: Option<SocketAddrV4>,
     /// What the secondary-address probe found about the NAT.
     pub nat: Option<NatKind>,
+    /// What the RFC 6081 extensions take the NAT for (port-preserving, UPnP...).
+    pub findings: NatFindings,
+    /// The random sockets open (RFC 6081 §5.4, §5.5).
+    pub random_ports: usize,
     /// The MTU while qualified.
     pub mtu: Option<u16>,
     /// Time since the last valid RA.

@@ -23,7 +23,8 @@
 //! counting the datagrams *delivered* per second (sent minus lost, at the receiver). The
 //! iperf3 server runs at the far end (the v6 host, or the relay's namespace for IPv4), so
 //! the client always opens the flow, as Teredo needs behind a port-restricted NAT. Also
-//! printed: the CPU the relay's processes used, in cores. Then the ratios b/a and b/c.
+//! printed: the CPU the relay's processes used, in cores, and per Gbit/s of TCP. Then the
+//! ratios b/a and b/c.
 //!
 //! Run (as root; needs Miredo, iperf3, ping):
 //!
@@ -214,4 +215,23 @@ fn print_table(rows: &[(&str, Row)]) {
         println!();
     }
     println!("(relay CPU in cores is printed per run above; (c) has no relay process)");
+    print_cpu_per_gbit(rows);
+}
+
+/// The relay's CPU per Gbit/s of TCP, in cores (= CPU seconds per Gbit carried), for each
+/// phase with a relay process: the cost of the relay's data path, whatever the speed the
+/// path allowed in that run.
+fn print_cpu_per_gbit(rows: &[(&str, Row)]) {
+    println!();
+    println!("relay CPU per Gbit/s of TCP (cores per Gbit/s; lower is better):");
+    for (label, r) in rows.iter().filter(|(l, _)| !l.starts_with("(c)")) {
+        print!("  {label:<16}");
+        for (i, (name, ..)) in TESTS.iter().enumerate().filter(|(_, (_, t, _))| matches!(t, Test::Tcp)) {
+            let (f, cores) = &r[i];
+            let gbit = f.bps / 1e9;
+            let per = if gbit > 0.0 { format!("{:.3}", cores / gbit) } else { "n/a".to_owned() };
+            print!("   {name} {per:>7}");
+        }
+        println!();
+    }
 }

@@ -10,13 +10,16 @@
 //! | server | eth0 | 192.0.2.1 and 192.0.2.2 /28 | 2001:db8:1::1/64 | `srv` 192.0.2.14, 2001:db8:1::ff |
 //! | relay | eth0 | 203.0.113.1/28 | 2001:db8:2::1/64 | `rly` 203.0.113.14, 2001:db8:2::ff |
 //! | v6host | eth0 | none | 2001:db8:3::1/64 | `v6h` 2001:db8:3::ff |
-//! | NAT *i* (1..=15) | wan | 198.51.100.(16(*i*-1)+1)/28 | none | `nat`*i* 198.51.100.(16(*i*-1)+14) |
+//! | NAT *i* (1..=15) | wan | 198.51.100.(16(*i*-1)+1)/28 (address-symmetric: also the next [`ADDRESS_SYMMETRIC_PUBLICS`](crate::nat::ADDRESS_SYMMETRIC_PUBLICS) − 1) | none | `nat`*i* 198.51.100.(16(*i*-1)+14) |
 //! | NAT *i* | lan (bridge) | 10.0.*i*.1/24 | none | |
 //! | client behind NAT *i* | eth0 | 10.0.*i*.2, .3, ... /24 | (Teredo) | |
 //! | public client *j* (1..=15) | eth0 | 203.0.113.(16*j*+1)/28 | (Teredo) | `pub`*j* 203.0.113.(16*j*+14) |
 //!
 //! The router routes 2001::/32 (Teredo) to the relay once there is one; the server, the
-//! relay and the v6 host have their IPv6 default route through the router.
+//! relay and the v6 host have their IPv6 default route through the router. A UPnP NAT's
+//! IGD listens on its LAN address, port [`crate::nat::igd::HTTP_PORT`]. Relays that
+//! announce 2001::/32 by BGP instead ([`Lab::anycast_relay`]), and servers behind an ECMP
+//! route ([`Lab::ecmp_server`]), have addresses of their own (see those methods).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -25,15 +28,19 @@ use std::sync::{Arc, Mutex};
 use crate::cmd;
 use crate::daemon::Daemon;
 use crate::error::{LabError, Result};
-use crate::nat::NatKind;
+use crate::nat::igd::{self, Igd};
+use crate::nat::userland::{self, UserlandNat};
+use crate::nat::{Engine, NatKind};
 use crate::netns;
 use crate::node::Node;
 
+mod anycast;
 mod artifacts;
 mod hosts;
 
 use artifacts::{OWNER_FILE, artifacts_dir_for};
 
+pub use anycast::MAX_ANYCAST;
 pub use hosts::*;
 
 /// A running packet capture.
@@ -57,11 +64,15 @@ pub struct Lab {
     inet: Node,
     server: Option<Server>,
     relay: Option<Relay>,
+    anycast: Vec<Relay>,
+    ecmp: Vec<Server>,
     v6host: Option<V6Host>,
     nats: Vec<Nat>,
     clients: Vec<Client>,
     public_clients: u8,
     captures: Vec<Capture>,
+    igds: Vec<Igd>,
+    userland_nats: Vec<UserlandNat>,
     capture_enabled: bool,
     failed: bool,
     keep: bool,
@@ -102,11 +113,15 @@ impl Lab {
             inet,
             server: None,
             relay: None,
+            anycast: Vec::new(),
+            ecmp: Vec::new(),
             v6host: None,
             nats: Vec::new(),
             clients: Vec::new(),
             public_clients: 0,
             captures: Vec::new(),
+            igds: Vec::new(),
+            userland_nats: Vec::new(),
             capture_enabled: std::env::var("TEREDO_LAB_CAPTURE").map_or(true, |v| v != "0"),
             failed: false,
             keep: std::env::var("TEREDO_LAB_KEEP").is_ok_and(|v| v == "1"),
@@ -224,7 +239,8 @@ impl Lab {
     }
 
     /// A new NAT of `kind` (see [`crate::nat`]), with its public side on the internet and
-    /// an empty LAN; put clients behind it with [`Lab::client`].
+    /// an empty LAN; put clients behind it with [`Lab::client`]. A userland kind gets its
+    /// userland NAT, a UPnP kind its IGD (`miniupnpd`, ready when this returns).
     pub fn nat(&mut self, kind: NatKind) -> Result<Nat> {
         let index = u8::try_from(self.nats.len() + 1)
             .ok()
@@ -233,12 +249,16 @@ impl Lab {
         let role = format!("nat{index}");
         let node = self.add_node(&role)?;
         let base = 16 * (index - 1);
-        let public = Ipv4Addr::new(198, 51, 100, base + 1);
+        let publics: Vec<Ipv4Addr> =
+            (0..kind.public_addresses()).map(|k| Ipv4Addr::new(198, 51, 100, base + 1 + k)).collect();
+        let public = publics[0];
         let gw = Ipv4Addr::new(198, 51, 100, base + 14);
         let lan = Ipv4Addr::new(10, 0, index, 1);
         node.sysctl(&[("net.ipv4.ip_forward", "1")])?;
         self.link(&node, WAN, self.inet(), &role)?;
-        node.ip(&["addr", "add", &format!("{public}/28"), "dev", WAN])?;
+        for p in &publics {
+            node.ip(&["addr", "add", &format!("{p}/28"), "dev", WAN])?;
+        }
         node.ip(&["route", "add", "default", "via", &gw.to_string()])?;
         self.inet_ip(&["addr", "add", &format!("{gw}/28"), "dev", &role])?;
         node.ip(&["link", "add", LAN, "type", "bridge"])?;
@@ -246,7 +266,27 @@ impl Lab {
         node.ip(&["link", "set", LAN, "up"])?;
         cmd::checked_with_stdin(node.command("nft").args(["-f", "-"]), node.ns(), &kind.ruleset(WAN))?;
         self.auto_capture(&node, WAN)?;
-        let nat = Nat { node, kind, index, public, lan };
+        let lan_net = Ipv4Addr::new(10, 0, index, 0);
+        let leases = kind.upnp().then(|| igd::leases_path(&node));
+        let mut handle = None;
+        if kind.engine() == Engine::Userland {
+            let config = userland::Config {
+                kind,
+                publics: publics.clone(),
+                lan: (lan_net, 24),
+                leases: leases.clone(),
+                log: node.artifact_path("userland-nat.log"),
+            };
+            let running = UserlandNat::start(&node, config)?;
+            handle = Some(running.handle());
+            self.userland_nats.push(running);
+            route_udp_through_tun(&node)?;
+        }
+        if kind.upnp() {
+            let igd = igd::start(&node, index, public, LAN, WAN, lan_net)?;
+            self.igds.push(igd);
+        }
+        let nat = Nat { node, kind, index, public, publics, lan, userland: handle, upnp_leases: leases };
         self.nats.push(nat.clone());
         Ok(nat)
     }
@@ -269,6 +309,16 @@ impl Lab {
         let c = Client { node, ipv4, nat: Some(nat.clone()) };
         self.clients.push(c.clone());
         Ok(c)
+    }
+
+    /// A new client on the same LAN as `client`, behind the same NAT (which does not
+    /// hairpin: the two reach each other over the LAN only).
+    pub fn client_beside(&mut self, client: &Client) -> Result<Client> {
+        let nat = client
+            .nat
+            .clone()
+            .ok_or_else(|| LabError::Invalid(format!("{} is not behind a NAT", client.role())))?;
+        self.client(&nat)
     }
 
     /// A new NAT of `kind` with one new client behind it.
@@ -396,9 +446,38 @@ impl Lab {
     }
 }
 
+/// Sends UDP from the LAN to non-local addresses and all UDP from `wan` into the userland
+/// NAT's TUN (see [`crate::nat::userland`]): table 100 routes everything to the TUN; the
+/// rule for `wan` comes before the `local` table (moved from priority 0 to 200), the rule
+/// for the LAN after it.
+fn route_udp_through_tun(node: &Node) -> Result<()> {
+    let tun = userland::TUN;
+    node.link_set(tun, true)?;
+    node.sysctl(&[
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        (&format!("net.ipv4.conf.{tun}.rp_filter"), "0"),
+        // Translated outbound packets come from the TUN with a public (local) source.
+        (&format!("net.ipv4.conf.{tun}.accept_local"), "1"),
+    ])?;
+    node.ip(&["route", "add", "default", "dev", tun, "table", "100"])?;
+    node.ip(&["rule", "add", "pref", "100", "iif", WAN, "ipproto", "udp", "lookup", "100"])?;
+    node.ip(&["rule", "add", "pref", "200", "lookup", "local"])?;
+    node.ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
+    node.ip(&["rule", "add", "pref", "300", "iif", LAN, "ipproto", "udp", "lookup", "100"])?;
+    Ok(())
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let keep = self.keep || self.failed || std::thread::panicking();
+        for igd in &mut self.igds {
+            if let Err(e) = igd.stop() {
+                eprintln!("lab {}: {e}", self.name);
+            }
+        }
+        self.igds.clear();
+        self.userland_nats.clear();
         if keep && !self.captures.is_empty() {
             // Let the captures write the last packets before they stop.
             std::thread::sleep(std::time::Duration::from_millis(200));

@@ -1,5 +1,5 @@
 //! Cleanup: after a lab is dropped, normally or while a panic unwinds, none of its
-//! namespaces and none of the processes started in them remain.
+//! namespaces, none of the processes started in them and none of its NAT threads remain.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -39,7 +39,13 @@ fn assert_gone(prefix: &str, pids: &[u32]) -> TestResult {
 }
 
 fn lab_or_skip(name: &str) -> bool {
-    match teredo_lab::check_requirements(&["sleep", "sh"]) {
+    lab_or_skip_needs(name, &[])
+}
+
+fn lab_or_skip_needs(name: &str, extra: &[&str]) -> bool {
+    let mut needs = vec!["sleep", "sh"];
+    needs.extend_from_slice(extra);
+    match teredo_lab::check_requirements(&needs) {
         Ok(()) => true,
         Err(e) if teredo_lab::under_ci() => panic!("{name} cannot run under CI=true: {e}"),
         Err(e) => {
@@ -95,8 +101,38 @@ fn cleanup_after_panic() -> TestResult {
     Ok(())
 }
 
-/// No Miredo runs in the machine's own network namespace: the packages' services stay
-/// off (`.ci/install-deps`), and lab daemons live in lab namespaces only.
+/// A lab with a UPnP NAT built on the userland NAT: after it is dropped, `miniupnpd`, the
+/// userland NAT's thread and the namespaces are gone.
+#[test]
+fn cleanup_of_nat_services() -> TestResult {
+    let kind = NatKind::UpnpPortSymmetric;
+    if !lab_or_skip_needs("cleanup-nat-services", kind.programs()) {
+        return Ok(());
+    }
+    let mut lab = Lab::new("cleanup-nat-services")?;
+    let nat = lab.nat(kind)?;
+    let prefix = lab.prefix().to_owned();
+    let pids = nat.pids()?;
+    if pids.is_empty() {
+        return Err("no miniupnpd in the NAT namespace".into());
+    }
+    if !nat.userland_running() {
+        return Err("the userland NAT does not run while the lab lives".into());
+    }
+    drop(lab);
+    assert_gone(&prefix, &pids)?;
+    if nat.userland_running() {
+        return Err("the userland NAT still runs after the lab was dropped".into());
+    }
+    Ok(())
+}
+
+/// Programs whose processes must never run in the machine's own network namespace.
+const HOST_FORBIDDEN: &[&str] = &["miredo", "miniupnpd"];
+
+/// No Miredo and no `miniupnpd` runs in the machine's own network namespace: the
+/// packages' services stay off (`.ci/install-deps`), and lab daemons live in lab
+/// namespaces only.
 #[test]
 fn no_miredo_outside_the_lab() -> TestResult {
     let host_ns = std::fs::read_link("/proc/self/ns/net")?;
@@ -107,7 +143,7 @@ fn no_miredo_outside_the_lab() -> TestResult {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if !comm.trim().starts_with("miredo") {
+        if !HOST_FORBIDDEN.iter().any(|p| comm.trim().starts_with(p)) {
             continue;
         }
         // A process that has just left `ip netns exec` (or exited) may vanish meanwhile.
@@ -118,7 +154,7 @@ fn no_miredo_outside_the_lab() -> TestResult {
     if found.is_empty() {
         Ok(())
     } else {
-        Err(format!("Miredo runs in the host namespace: {found:?} (see .ci/install-deps)").into())
+        Err(format!("{HOST_FORBIDDEN:?} run in the host namespace: {found:?} (see .ci/install-deps)").into())
     }
 }
 

@@ -52,6 +52,39 @@ fn miredo_qualifies_behind_symmetric() {
     });
 }
 
+/// A Miredo client behind a NAT of each Figure 1 kind the four tests above do not cover
+/// qualifies, its address embedding the mapping the NAT (conntrack or userland NAT) shows
+/// for its flow to the server.
+#[test]
+fn miredo_qualifies_behind_the_other_figure_1_kinds() {
+    let kinds: Vec<NatKind> = NatKind::FIGURE_1
+        .into_iter()
+        .filter(|k| {
+            ![NatKind::FullCone, NatKind::AddressRestricted, NatKind::PortRestricted, NatKind::Symmetric]
+                .contains(k)
+        })
+        .collect();
+    let mut needs = MIREDO_NEEDS.to_vec();
+    needs.extend(kinds.iter().flat_map(|k| k.programs().iter().copied()));
+    needs.dedup();
+    teredo_lab::run("miredo-qualify-figure-1", &needs, |lab: &mut Lab| -> TestResult {
+        let server = lab.server()?;
+        let _server_d = miredo::start_server(&server)?;
+        let mut running = Vec::new();
+        let mut clients = Vec::new();
+        for kind in &kinds {
+            let client = lab.client_behind(*kind)?;
+            running.push(miredo::start_client(&client, &server, IFACE)?);
+            clients.push((*kind, client));
+        }
+        for (kind, client) in &clients {
+            let (addr, t) = client.wait_qualified(IFACE, server.primary, WAIT)?;
+            println!("{kind}: qualified as {addr} (mapping {}:{})", t.mapped_addr, t.mapped_port);
+        }
+        Ok(())
+    });
+}
+
 /// Two clients behind NATs of kinds `a` and `b` ping each other over Teredo, both ways.
 fn clients_ping_each_other(lab: &mut Lab, a: NatKind, b: NatKind) -> TestResult {
     let server = lab.server()?;

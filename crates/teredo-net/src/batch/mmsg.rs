@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use super::gso_refusals::GsoRefusals;
 use super::{sockaddr_to_v4, v4_to_sockaddr};
 
 /// A batch of receive buffers.
@@ -66,15 +67,19 @@ impl RecvBatch {
     /// (0 when none was waiting).
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         let count = self.m.hdrs.len();
+        // Every pointer is taken from its whole array, once, after the writes: a pointer
+        // taken through an element (or a sub-slice) would be valid for that element only.
+        let bufs = self.m.bufs.as_mut_ptr();
         for i in 0..count {
-            self.m.iovs[i] = libc::iovec {
-                iov_base: self.m.bufs[i * self.m.size..].as_mut_ptr().cast(),
-                iov_len: self.m.size,
-            };
+            self.m.iovs[i] =
+                libc::iovec { iov_base: bufs.wrapping_add(i * self.m.size).cast(), iov_len: self.m.size };
+        }
+        let (iovs, addrs) = (self.m.iovs.as_mut_ptr(), self.m.addrs.as_mut_ptr());
+        for i in 0..count {
             let h = &mut self.m.hdrs[i].msg_hdr;
-            h.msg_name = (&raw mut self.m.addrs[i]).cast();
+            h.msg_name = addrs.wrapping_add(i).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.m.iovs[i];
+            h.msg_iov = iovs.wrapping_add(i);
             h.msg_iovlen = 1;
             h.msg_control = self.m.ctrl[i].as_mut_ptr().cast();
             h.msg_controllen = size_of::<[u64; 4]>() as _;
@@ -156,8 +161,11 @@ impl RecvBatch {
 /// of the same size (the last may be shorter) leave as one UDP GSO message (`UDP_SEGMENT`,
 /// Linux 4.18): the kernel builds one large packet that the network stack forwards as one
 /// and cuts into datagrams only where needed, instead of one trip per datagram. The
-/// receiver sees ordinary datagrams. Should the kernel refuse it, segmentation turns
-/// itself off and the datagrams go one by one.
+/// receiver sees ordinary datagrams. Should the kernel refuse such a message, its
+/// datagrams go again one by one; a kernel without UDP_SEGMENT (ENOPROTOOPT) turns
+/// segmentation off, any other refusal (EIO, EINVAL: a route or a segment size the kernel
+/// does not take) turns it off only for that destination and segment size, for a while
+/// (see `gso_refusals`).
 pub struct SendBatch {
     /// The buffers and message headers; the control buffers take UDP_SEGMENT.
     m: Messages,
@@ -166,6 +174,8 @@ pub struct SendBatch {
     firsts: Vec<usize>,
     queued: usize,
     segmentation: bool,
+    /// The (destination, segment size) whose GSO messages the kernel refused.
+    refusals: GsoRefusals,
     /// Datagrams the kernel refused, in total.
     dropped: u64,
 }
@@ -188,6 +198,7 @@ impl SendBatch {
             firsts: vec![0; count],
             queued: 0,
             segmentation: false,
+            refusals: GsoRefusals::default(),
             dropped: 0,
         }
     }
@@ -205,9 +216,21 @@ impl SendBatch {
         self.segmentation = on;
     }
 
-    /// Whether segmentation is on (it turns itself off if the kernel refuses it).
+    /// Whether segmentation is on (it turns itself off if the kernel has no UDP_SEGMENT).
     pub fn segmentation(&self) -> bool {
         self.segmentation
+    }
+
+    /// How many GSO messages the kernel refused (each was sent again one datagram at a
+    /// time).
+    pub fn segmentation_refusals(&self) -> u64 {
+        self.refusals.count()
+    }
+
+    /// How many (destination, segment size) go without segmentation now, after a
+    /// refusal.
+    pub fn segmentation_refused_kinds(&self) -> usize {
+        self.refusals.len()
     }
 
     /// True when no more datagram fits: flush first.
@@ -252,6 +275,10 @@ impl SendBatch {
             return start + 1;
         }
         let seg = self.lens[start];
+        let to = &self.m.addrs[start];
+        if self.refusals.refused(to.sin_addr.s_addr, to.sin_port, seg as u16) {
+            return start + 1;
+        }
         let (mut end, mut bytes) = (start + 1, seg);
         while end < total
             && end - start < MAX_SEGMENTS
@@ -269,20 +296,22 @@ impl SendBatch {
 
     /// Builds the messages for slots `from..total`; returns how many.
     fn build(&mut self, from: usize, total: usize) -> usize {
+        // Pointers from the whole arrays, taken once after the writes (see `recv`): a run of
+        // several iovecs must not start from a pointer that is valid for one element.
+        let bufs = self.m.bufs.as_mut_ptr();
         for i in from..total {
-            self.m.iovs[i] = libc::iovec {
-                iov_base: self.m.bufs[i * self.m.size..].as_mut_ptr().cast(),
-                iov_len: self.lens[i],
-            };
+            self.m.iovs[i] =
+                libc::iovec { iov_base: bufs.wrapping_add(i * self.m.size).cast(), iov_len: self.lens[i] };
         }
+        let (iovs, addrs) = (self.m.iovs.as_mut_ptr(), self.m.addrs.as_mut_ptr());
         let (mut m, mut i) = (0, from);
         while i < total {
             let end = self.run_end(i, total);
             self.firsts[m] = i;
             let h = &mut self.m.hdrs[m].msg_hdr;
-            h.msg_name = (&raw mut self.m.addrs[i]).cast();
+            h.msg_name = addrs.wrapping_add(i).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.m.iovs[i];
+            h.msg_iov = iovs.wrapping_add(i);
             h.msg_iovlen = end - i;
             h.msg_flags = 0;
             if end - i > 1 {
@@ -313,6 +342,7 @@ impl SendBatch {
     /// refused (on an error such as a full socket buffer) are dropped, as UDP would.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         let total = self.queued;
+        self.refusals.expire();
         let mut result = Ok(());
         let mut from = 0;
         let mut waited = false;
@@ -345,10 +375,18 @@ impl SendBatch {
                 }
                 let is_gso = self.m.hdrs[sent].msg_hdr.msg_iovlen > 1;
                 if is_gso && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
-                    // No UDP segmentation here (an old kernel, or a device without
-                    // checksum offload): send one by one from this message on.
-                    self.segmentation = false;
-                    from = self.firsts[sent];
+                    // ENOPROTOOPT: no UDP segmentation in this kernel at all. EIO, EINVAL:
+                    // not to this destination (a device without checksum offload) or not
+                    // of this size: only that goes one by one. This message is sent again
+                    // from its first datagram, one by one; the rest keep theirs.
+                    let first = self.firsts[sent];
+                    if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+                        self.segmentation = false;
+                    }
+                    let to = self.m.addrs[first];
+                    let seg = self.lens[first] as u16;
+                    self.refusals.refuse(to.sin_addr.s_addr, to.sin_port, seg, std::time::Instant::now());
+                    from = first;
                     continue 'build;
                 }
                 // A message the network refuses (e.g. EPERM from a firewall, or an ICMP
@@ -455,6 +493,73 @@ mod tests {
             plan.iter().enumerate().map(|(k, (to, n))| (k as u8, *n, *to == c_addr)).collect();
         // Every datagram arrived whole, with its own contents, at its own destination.
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_refusal_stops_segmentation_only_for_its_destination_and_size() {
+        let b_addr = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 5000);
+        let c_addr = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 5001);
+        let mut tx = SendBatch::new(16, 1400);
+        tx.set_segmentation(true);
+        let to = v4_to_sockaddr(b_addr);
+        tx.refusals.refuse(to.sin_addr.s_addr, to.sin_port, 1200, std::time::Instant::now());
+        for (to, n) in
+            [(b_addr, 1200), (b_addr, 1200), (c_addr, 1200), (c_addr, 1200), (b_addr, 900), (b_addr, 900)]
+        {
+            tx.next_buf().unwrap();
+            tx.commit(n, to);
+        }
+        let msgs = tx.build(0, 6);
+        let iovs: Vec<usize> = (0..msgs).map(|m| tx.m.hdrs[m].msg_hdr.msg_iovlen).collect();
+        assert_eq!(iovs, [1, 1, 2, 2], "b's 1200-byte datagrams one by one, the rest in GSO messages");
+    }
+
+    #[test]
+    fn a_refused_gso_message_goes_one_by_one() {
+        // A socket without UDP checksums: the kernel refuses its GSO messages (EINVAL).
+        let a = socket2::Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&raw const one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_NO_CHECK");
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let SocketAddr4(b_addr) = SocketAddr4::of(&b);
+        let mut tx = SendBatch::new(16, 1400);
+        tx.set_segmentation(true);
+        for k in 0..4u8 {
+            tx.next_buf().unwrap()[..1000].fill(k);
+            tx.commit(1000, b_addr);
+        }
+        assert_eq!(tx.flush(a.as_fd()).unwrap(), 4);
+        assert_eq!(tx.segmentation_refusals(), 1);
+        assert_eq!(tx.segmentation_refused_kinds(), 1);
+        assert!(tx.segmentation(), "still on for everything else");
+        let mut rx = RecvBatch::new(16, 2048);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            rx.recv(b.as_fd()).unwrap();
+            got.extend((0..rx.len()).map(|i| (rx.get(i).1[0], rx.get(i).1.len())));
+            if got.len() == 4 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got, [(0, 1000), (1, 1000), (2, 1000), (3, 1000)]);
+        // The next batch to b goes one by one at once, without another refusal.
+        for k in 0..4u8 {
+            tx.next_buf().unwrap()[..1000].fill(k);
+            tx.commit(1000, b_addr);
+        }
+        assert_eq!(tx.flush(a.as_fd()).unwrap(), 4);
+        assert_eq!(tx.segmentation_refusals(), 1);
     }
 
     #[test]

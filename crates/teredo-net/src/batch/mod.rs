@@ -8,6 +8,8 @@
 //!   Linux, so that the fallback is known to work.
 
 #[cfg(target_os = "linux")]
+mod gso_refusals;
+#[cfg(target_os = "linux")]
 pub mod mmsg;
 #[cfg(target_os = "linux")]
 pub use mmsg::{RecvBatch, SEND_WAIT, SendBatch};

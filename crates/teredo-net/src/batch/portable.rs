@@ -110,6 +110,11 @@ impl SendBatch {
     /// Accepted for the interface's sake: there is no UDP GSO here.
     pub fn set_segmentation(&mut self, _on: bool) {}
 
+    /// GSO messages the kernel refused: none, there are no GSO messages here.
+    pub fn segmentation_refusals(&self) -> u64 {
+        0
+    }
+
     /// Always false: no UDP GSO here.
     pub fn segmentation(&self) -> bool {
         false

@@ -9,7 +9,8 @@
 //! +------+--------+------+----------+----------+-----------------------+
 //! | "TH" | ver=1  | kind | MTU (BE) | 0 0      | IPv6 address          |
 //! +------+--------+------+----------+----------+-----------------------+
-//! kind 1 = Up (MTU, address), kind 2 = Down (MTU and address all zero)
+//! kind 1 = Up (MTU, address), kind 2 = Down (MTU and address all zero),
+//! kind 3 = Announce, kind 4 = Withdraw (a relay's route; MTU and address all zero)
 //! ```
 //!
 //! Reply, 12 bytes:
@@ -20,12 +21,14 @@
 //! | "TH" | ver=1  | 0x80  | status | reason | 0 0  | value (BE) |
 //! +------+--------+-------+--------+--------+------+------------+
 //! status 0 Ready (sent once, unasked, when the helper has dropped its privileges),
-//! 1 Applied, 2 Refused (reason 1 not Teredo, 2 multicast, 3 MTU, 4 malformed),
+//! 1 Applied, 2 Refused (reason 1 not Teredo, 2 multicast, 3 MTU, 4 malformed, 5 not
+//! this helper's role),
 //! 3 Failed (value = errno, or -1), 4 Hook (value = the hook's exit status)
 //! ```
 //!
 //! Every field is checked on decoding: wrong length, magic, version, kind, status or reason,
-//! non-zero reserved bytes, or a Down with a non-zero field are all refused.
+//! non-zero reserved bytes, or a Down, Announce or Withdraw with a non-zero field are all
+//! refused.
 
 use std::net::Ipv6Addr;
 
@@ -38,6 +41,8 @@ pub const VERSION: u8 = 1;
 const MAGIC: [u8; 2] = *b"TH";
 const KIND_UP: u8 = 1;
 const KIND_DOWN: u8 = 2;
+const KIND_ANNOUNCE: u8 = 3;
+const KIND_WITHDRAW: u8 = 4;
 const KIND_REPLY: u8 = 0x80;
 
 /// The smallest MTU the helper applies (IPv6's minimum link MTU, RFC 8200 §5).
@@ -55,6 +60,11 @@ pub enum Request {
     },
     /// Not qualified: deconfigure.
     Down,
+    /// A relay is healthy: add its route to the served prefix (the one route its helper
+    /// was given at start-up; the request names none).
+    Announce,
+    /// A relay is unhealthy or drained: delete that route.
+    Withdraw,
 }
 
 /// Why the helper refused a request.
@@ -72,6 +82,9 @@ pub enum Refusal {
     /// The request was not a well-formed message.
     #[error("malformed request")]
     Malformed,
+    /// A client's request to a relay's helper, or the other way round.
+    #[error("not a request for this helper's role")]
+    WrongRole,
 }
 
 impl Refusal {
@@ -81,6 +94,7 @@ impl Refusal {
             Self::Multicast => 2,
             Self::MtuTooSmall => 3,
             Self::Malformed => 4,
+            Self::WrongRole => 5,
         }
     }
 
@@ -90,6 +104,7 @@ impl Refusal {
             2 => Self::Multicast,
             3 => Self::MtuTooSmall,
             4 => Self::Malformed,
+            5 => Self::WrongRole,
             _ => return None,
         })
     }
@@ -153,6 +168,8 @@ impl Request {
                 b[8..].copy_from_slice(&address.octets());
             }
             Self::Down => b[3] = KIND_DOWN,
+            Self::Announce => b[3] = KIND_ANNOUNCE,
+            Self::Withdraw => b[3] = KIND_WITHDRAW,
         }
         b
     }
@@ -169,8 +186,12 @@ impl Request {
         octets.copy_from_slice(&b[8..]);
         match b[3] {
             KIND_UP => Ok(Self::Up { address: Ipv6Addr::from(octets), mtu }),
-            KIND_DOWN if mtu == 0 && octets == [0; 16] => Ok(Self::Down),
-            KIND_DOWN => Err(MessageError::Reserved),
+            KIND_DOWN | KIND_ANNOUNCE | KIND_WITHDRAW if mtu != 0 || octets != [0; 16] => {
+                Err(MessageError::Reserved)
+            }
+            KIND_DOWN => Ok(Self::Down),
+            KIND_ANNOUNCE => Ok(Self::Announce),
+            KIND_WITHDRAW => Ok(Self::Withdraw),
             k => Err(MessageError::Kind(k)),
         }
     }
@@ -250,6 +271,55 @@ pub fn validate_up(address: Ipv6Addr, mtu: u16) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// What the helper does with one request read from the worker ([`decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Apply this request, which passed [`validate_up`] (or is a Down): its reply is what
+    /// applying it gives.
+    Apply(Request),
+    /// Refuse this Up, change nothing, answer [`Reply::Refused`] and go on serving.
+    Refuse {
+        /// The address asked for.
+        address: Ipv6Addr,
+        /// The MTU asked for.
+        mtu: u16,
+        /// Why it is refused.
+        refusal: Refusal,
+    },
+    /// Not a message of this protocol: answer [`Refusal::Malformed`] and end the session.
+    Malformed(MessageError),
+}
+
+impl Decision {
+    /// The reply sent without applying anything: `None` for [`Decision::Apply`].
+    pub fn immediate_reply(&self) -> Option<Reply> {
+        match self {
+            Self::Apply(_) => None,
+            Self::Refuse { refusal, .. } => Some(Reply::Refused(*refusal)),
+            Self::Malformed(_) => Some(Reply::Refused(Refusal::Malformed)),
+        }
+    }
+
+    /// Whether the helper goes on reading requests after this one.
+    pub fn continues(&self) -> bool {
+        !matches!(self, Self::Malformed(_))
+    }
+}
+
+/// The helper's decision on the bytes of one request: decoded ([`Request::decode`]), then
+/// an Up validated ([`validate_up`]). No I/O: the helper's loop only logs, applies and
+/// answers what this says.
+pub fn decide(bytes: &[u8]) -> Decision {
+    match Request::decode(bytes) {
+        Err(e) => Decision::Malformed(e),
+        Ok(Request::Up { address, mtu }) => match validate_up(address, mtu) {
+            Err(refusal) => Decision::Refuse { address, mtu, refusal },
+            Ok(()) => Decision::Apply(Request::Up { address, mtu }),
+        },
+        Ok(r @ (Request::Down | Request::Announce | Request::Withdraw)) => Decision::Apply(r),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +339,15 @@ mod tests {
         let down = Request::Down.encode();
         assert_eq!(down, [b'T', b'H', 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(Request::decode(&down), Ok(Request::Down));
+        for (r, kind) in [(Request::Announce, 3), (Request::Withdraw, 4)] {
+            let b = r.encode();
+            assert_eq!(&b[..4], &[b'T', b'H', 1, kind]);
+            assert!(b[4..].iter().all(|&x| x == 0));
+            assert_eq!(Request::decode(&b), Ok(r));
+            let mut bad = b;
+            bad[20] = 1;
+            assert_eq!(Request::decode(&bad), Err(MessageError::Reserved));
+        }
     }
 
     #[test]
@@ -280,6 +359,7 @@ mod tests {
             Reply::Refused(Refusal::Multicast),
             Reply::Refused(Refusal::MtuTooSmall),
             Reply::Refused(Refusal::Malformed),
+            Reply::Refused(Refusal::WrongRole),
             Reply::Failed(libc::EPERM),
             Reply::Failed(-1),
             Reply::Hook(0),
@@ -307,7 +387,7 @@ mod tests {
         assert_eq!(bad(2, 2), Err(MessageError::Version(2)));
         assert_eq!(bad(2, 0), Err(MessageError::Version(0)));
         assert_eq!(bad(3, 0), Err(MessageError::Kind(0)));
-        assert_eq!(bad(3, 3), Err(MessageError::Kind(3)));
+        assert_eq!(bad(3, 5), Err(MessageError::Kind(5)));
         assert_eq!(bad(3, KIND_REPLY), Err(MessageError::Kind(KIND_REPLY)));
         assert_eq!(bad(6, 1), Err(MessageError::Reserved));
         assert_eq!(bad(7, 1), Err(MessageError::Reserved));
@@ -339,8 +419,8 @@ mod tests {
         let mut r = Reply::Refused(Refusal::NotTeredo).encode();
         r[5] = 0;
         assert_eq!(Reply::decode(&r), Err(MessageError::Status(0)));
-        r[5] = 5;
-        assert_eq!(Reply::decode(&r), Err(MessageError::Status(5)));
+        r[5] = 6;
+        assert_eq!(Reply::decode(&r), Err(MessageError::Status(6)));
         let mut r = Reply::Hook(0).encode();
         r[5] = 1;
         assert_eq!(Reply::decode(&r), Err(MessageError::Reserved));
@@ -364,6 +444,24 @@ mod tests {
         assert_eq!(validate_up(a("ff00:2001::1"), 1280), Err(Refusal::Multicast));
         assert_eq!(validate_up(a("2001::"), 1280), Ok(()));
         assert_eq!(validate_up(a("2001:0:ffff:ffff:ffff:ffff:ffff:ffff"), 1280), Ok(()));
+    }
+
+    #[test]
+    fn decisions() {
+        let t = a("2001:0:c000:201:1234:63bf:3fff:fdd2");
+        let up = Request::Up { address: t, mtu: 1280 };
+        assert_eq!(decide(&up.encode()), Decision::Apply(up));
+        assert_eq!(decide(&Request::Down.encode()), Decision::Apply(Request::Down));
+        let low = Request::Up { address: t, mtu: 1279 }.encode();
+        let d = decide(&low);
+        assert_eq!(d, Decision::Refuse { address: t, mtu: 1279, refusal: Refusal::MtuTooSmall });
+        assert_eq!(d.immediate_reply(), Some(Reply::Refused(Refusal::MtuTooSmall)));
+        assert!(d.continues());
+        let d = decide(&low[..23]);
+        assert_eq!(d, Decision::Malformed(MessageError::Length(23)));
+        assert_eq!(d.immediate_reply(), Some(Reply::Refused(Refusal::Malformed)));
+        assert!(!d.continues());
+        assert_eq!(Decision::Apply(up).immediate_reply(), None);
     }
 
     proptest! {

@@ -1,6 +1,14 @@
-//! The privileged helper of the Teredo client: the one process allowed to reconfigure the
-//! TUN interface after the daemon has dropped root, like Miredo's miredo-privproc
-//! (miredo-facts §2) but stricter.
+//! The privileged helper of the Teredo client and relay: the one process allowed to
+//! reconfigure the TUN interface after the daemon has dropped root, like Miredo's
+//! miredo-privproc (miredo-facts §2) but stricter.
+//!
+//! A relay's helper ([`HelperOptions::route`]) only adds and deletes the relay's route to
+//! its served prefix ([`Request::Announce`], [`Request::Withdraw`]), the route it was given
+//! at start-up: the daemon withdraws it while unhealthy or drained, so that a routing
+//! daemon exporting the kernel route (BIRD, FRR) stops announcing the relay. It keeps no
+//! descriptor of the TUN (the interface, and its route, go with the daemon), takes no `Up`
+//! or `Down`, and deletes the route when the daemon's end closes. A client's helper
+//! refuses `Announce` and `Withdraw`.
 //!
 //! The daemon, as root and still single-threaded, creates the TUN and calls [`spawn`]. The
 //! helper is a forked child that:
@@ -35,9 +43,11 @@
 //! BSDs a helper would keep root, as Miredo does without libcap, and is not written yet:
 //! there [`spawn`] fails with the same interface.
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod message;
 
-pub use message::{MIN_MTU, Refusal, Reply, Request, validate_up};
+pub use message::{Decision, MIN_MTU, Refusal, Reply, Request, decide, validate_up};
 
 #[cfg(target_os = "linux")]
 pub use linux::{Helper, HelperError, spawn};
@@ -51,6 +61,12 @@ pub struct HelperOptions {
     pub user: crate::privileges::User,
     /// Miredo's client hook to run instead of configuring the interface directly.
     pub hook: Option<std::path::PathBuf>,
+    /// A relay's helper: the route it adds and deletes on request (see the module
+    /// comment). `None` for a client's.
+    pub route: Option<crate::ifconfig::Route>,
+    /// Whether it enters its seccomp filter (see [`crate::sandbox`]); its Landlock and
+    /// resource limits apply either way.
+    pub seccomp: bool,
 }
 
 /// The helper where it is not written yet (the BSDs, macOS): the same interface, and
@@ -76,7 +92,12 @@ mod unsupported {
     pub struct Helper(Infallible);
 
     /// Always [`HelperError::Unsupported`].
-    pub fn spawn(_tun: &Tun, _options: &HelperOptions) -> Result<Helper, HelperError> {
+    ///
+    /// # Safety
+    ///
+    /// None here; `unsafe` for the same signature as on Linux, whose contract callers
+    /// keep (a single thread).
+    pub unsafe fn spawn(_tun: &Tun, _options: &HelperOptions) -> Result<Helper, HelperError> {
         Err(HelperError::Unsupported)
     }
 
@@ -98,6 +119,14 @@ mod unsupported {
             match self.0 {}
         }
         /// Unreachable: no value exists.
+        pub fn announce(&mut self) -> Result<Reply, HelperError> {
+            match self.0 {}
+        }
+        /// Unreachable: no value exists.
+        pub fn withdraw(&mut self) -> Result<Reply, HelperError> {
+            match self.0 {}
+        }
+        /// Unreachable: no value exists.
         pub fn finish(self) -> Result<i32, HelperError> {
             match self.0 {}
         }
@@ -114,11 +143,14 @@ mod linux {
     use tracing::{error, info, warn};
 
     use super::message::{MessageError, REPLY_LEN, REQUEST_LEN};
-    use super::{HelperOptions, Refusal, Reply, Request, validate_up};
+    use super::{Decision, HelperOptions, Refusal, Reply, Request, decide};
     use crate::client_if::ClientInterface;
     use crate::hook::{HookRunner, HookState};
+    use crate::ifconfig::{InterfaceConfig, Route};
     use crate::netlink::Netlink;
     use crate::privileges::{self, PrivilegeError};
+    use crate::sandbox::landlock::{Outcome, Paths, SYSLOG};
+    use crate::sandbox::{self, Kind, Limits};
     use crate::tun::Tun;
 
     /// Why the helper could not be started or talked to.
@@ -155,16 +187,21 @@ mod linux {
         reaped: bool,
     }
 
-    /// Forks the helper for `tun`. Must be called as root, before any other thread is
-    /// started (the child runs Rust code after fork), and before the daemon drops its own
-    /// privileges. Returns once the helper has reduced its privileges and said so.
-    pub fn spawn(tun: &Tun, options: &HelperOptions) -> Result<Helper, HelperError> {
+    /// Forks the helper for `tun`. Must be called as root and before the daemon drops its
+    /// own privileges. Returns once the helper has reduced its privileges and said so.
+    ///
+    /// # Safety
+    ///
+    /// The process must have a single thread: the child runs Rust code after the fork
+    /// (it allocates, logs, runs hooks), and a lock another thread held at the fork would
+    /// never be released in it.
+    pub unsafe fn spawn(tun: &Tun, options: &HelperOptions) -> Result<Helper, HelperError> {
         if options.user.uid == 0 {
             return Err(PrivilegeError::RootUser(options.user.name.clone()).into());
         }
         // std makes both ends close-on-exec: a hook script inherits neither.
         let (ours, theirs) = UnixStream::pair()?;
-        // SAFETY: documented precondition: single-threaded caller.
+        // SAFETY: the caller guarantees a single thread (this function's contract).
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(HelperError::Fork(io::Error::last_os_error()));
@@ -208,6 +245,16 @@ mod linux {
         /// Asks the helper to take the interface down.
         pub fn down(&mut self) -> Result<Reply, HelperError> {
             self.request(Request::Down)
+        }
+
+        /// Asks a relay's helper to add its route.
+        pub fn announce(&mut self) -> Result<Reply, HelperError> {
+            self.request(Request::Announce)
+        }
+
+        /// Asks a relay's helper to delete its route.
+        pub fn withdraw(&mut self) -> Result<Reply, HelperError> {
+            self.request(Request::Withdraw)
         }
 
         /// Closes the connection; the helper runs its final `down` (and `destroy`) and
@@ -257,11 +304,36 @@ mod linux {
     enum Backend {
         Direct(ClientInterface<Netlink>),
         Hook(HookRunner),
+        /// A relay's route.
+        Relay(Netlink, Route),
+    }
+
+    /// Adds (`announce`) or deletes the relay's route; adding it twice or deleting it
+    /// twice is no error.
+    fn set_route(nl: &mut Netlink, route: &Route, announce: bool) -> Reply {
+        let (done, what) = if announce {
+            (nl.add_route(route).or_else(|e| if e.is_exists() { Ok(()) } else { Err(e) }), "add")
+        } else {
+            (nl.remove_route(route).or_else(|e| if e.is_absent() { Ok(()) } else { Err(e) }), "delete")
+        };
+        match done {
+            Ok(()) => Reply::Applied,
+            Err(e) => {
+                error!("cannot {what} the relay's {route}: {e}");
+                Reply::Failed(e.errno().unwrap_or(-1))
+            }
+        }
     }
 
     impl Backend {
         fn apply(&mut self, request: Request) -> Reply {
             match (self, request) {
+                (Self::Relay(nl, route), Request::Announce) => set_route(nl, route, true),
+                (Self::Relay(nl, route), Request::Withdraw) => set_route(nl, route, false),
+                (Self::Relay(..), Request::Up { .. } | Request::Down)
+                | (Self::Direct(_) | Self::Hook(_), Request::Announce | Request::Withdraw) => {
+                    Reply::Refused(Refusal::WrongRole)
+                }
                 (Self::Direct(iface), Request::Up { address, mtu }) => match iface.up(address, mtu) {
                     Ok(()) => Reply::Applied,
                     Err(e) => {
@@ -276,13 +348,10 @@ mod linux {
                         Reply::Failed(e.errno().unwrap_or(-1))
                     }
                 },
-                (Self::Hook(runner), request) => {
-                    let state = match request {
-                        Request::Up { address, mtu } => HookState::Up { address, mtu },
-                        Request::Down => HookState::Down,
-                    };
-                    run_hook(runner, state)
+                (Self::Hook(runner), Request::Up { address, mtu }) => {
+                    run_hook(runner, HookState::Up { address, mtu })
                 }
+                (Self::Hook(runner), Request::Down) => run_hook(runner, HookState::Down),
             }
         }
 
@@ -296,6 +365,9 @@ mod linux {
                 Self::Hook(runner) => {
                     run_hook(runner, HookState::Down);
                     run_hook(runner, HookState::Destroy);
+                }
+                Self::Relay(nl, route) => {
+                    set_route(nl, route, false);
                 }
             }
         }
@@ -332,7 +404,13 @@ mod linux {
             }
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         }
-        close_other_descriptors(&[sock.as_raw_fd(), tun.as_raw_fd()]);
+        // A relay's helper keeps no descriptor of the TUN: when the daemon dies, its
+        // interface and route go at once.
+        if options.route.is_some() {
+            close_other_descriptors(&[sock.as_raw_fd()]);
+        } else {
+            close_other_descriptors(&[sock.as_raw_fd(), tun.as_raw_fd()]);
+        }
         let fail = |sock: &mut UnixStream, errno: i32| {
             let _ = sock.write_all(&Reply::Failed(errno).encode());
             1
@@ -346,16 +424,26 @@ mod linux {
             return fail(&mut sock, errno);
         }
         let ifindex = tun.ifindex();
-        let mut backend = match &options.hook {
-            Some(path) => Backend::Hook(HookRunner::new(path.clone(), ifindex)),
-            None => match Netlink::open() {
-                Ok(nl) => Backend::Direct(ClientInterface::new(nl, ifindex)),
+        let mut backend = match (&options.hook, options.route) {
+            (Some(path), _) => {
+                info!("privileged helper: the hook {} configures the interface", path.display());
+                Backend::Hook(HookRunner::new(path.clone(), ifindex))
+            }
+            (None, route) => match Netlink::open() {
+                Ok(nl) => match route {
+                    Some(r) => Backend::Relay(nl, Route { ifindex, ..r }),
+                    None => Backend::Direct(ClientInterface::new(nl, ifindex)),
+                },
                 Err(e) => {
                     error!("privileged helper: {e}");
                     return fail(&mut sock, e.errno().unwrap_or(-1));
                 }
             },
         };
+        if let Err(e) = enter_sandbox(options) {
+            error!("privileged helper: sandbox: {e}");
+            return fail(&mut sock, e.raw_os_error().unwrap_or(libc::EPERM));
+        }
         if sock.write_all(&Reply::Ready.encode()).is_err() {
             backend.finish();
             return 1;
@@ -364,6 +452,42 @@ mod linux {
         backend.finish();
         0
     }
+
+    /// The helper's sandbox (crate::sandbox), once its netlink socket is open. Without a
+    /// hook it needs no file (only syslog's socket), writes none and never forks: no file
+    /// access (Landlock), RLIMIT_FSIZE 0, RLIMIT_NPROC 0, the small [`Kind::Helper`] list.
+    /// A hook script is the administrator's own program, and it and the programs it runs
+    /// inherit all of it: its needs cannot be known in advance (Debian's runs `ip`; the lab's
+    /// write files), so a hook helper gets no Landlock and no file-size limit, may start
+    /// processes, and gets [`Kind::HookHelper`]'s deny-list; it still runs unprivileged
+    /// but for CAP_NET_ADMIN, with no new privileges.
+    fn enter_sandbox(options: &HelperOptions) -> io::Result<()> {
+        let hook = options.hook.is_some();
+        if !hook {
+            let paths = Paths { connect: vec![SYSLOG.into()], ..Paths::default() };
+            match sandbox::restrict_files(&paths)? {
+                Outcome::None => {
+                    warn!("privileged helper: the kernel has no Landlock: file access is not restricted")
+                }
+                Outcome::Partial | Outcome::Full => {}
+            }
+        }
+        let kind = if hook { Kind::HookHelper } else { Kind::Helper };
+        let limits = Limits {
+            no_process: !hook,
+            no_file_writes: !hook,
+            descriptor_headroom: HELPER_DESCRIPTOR_HEADROOM,
+        };
+        let entered = sandbox::enter(kind, limits, options.seccomp)?;
+        for s in &entered.skipped {
+            info!("privileged helper: sandbox without {s}");
+        }
+        Ok(())
+    }
+
+    /// Descriptors the helper may open besides its own: a netlink socket or an interface
+    /// query socket at a time, a hook's pipes.
+    const HELPER_DESCRIPTOR_HEADROOM: u64 = 16;
 
     /// Serves requests until end of file, an I/O error or a malformed request.
     fn serve(sock: &mut UnixStream, backend: &mut Backend) {
@@ -375,26 +499,26 @@ mod linux {
                 }
                 return;
             }
-            let reply = match Request::decode(&b) {
-                Err(e) => {
+            let decision = decide(&b);
+            let reply = match decision {
+                Decision::Malformed(e) => {
                     warn!("privileged helper: malformed request ({e}); closing");
                     let _ = sock.write_all(&Reply::Refused(Refusal::Malformed).encode());
                     return;
                 }
-                Ok(Request::Up { address, mtu }) => match validate_up(address, mtu) {
-                    Err(r) => {
-                        warn!("privileged helper: refusing up {address} MTU {mtu}: {r}");
-                        Reply::Refused(r)
-                    }
-                    Ok(()) => {
-                        info!("Teredo interface up: {address}, MTU {mtu}");
-                        backend.apply(Request::Up { address, mtu })
-                    }
-                },
-                Ok(Request::Down) => {
+                Decision::Refuse { address, mtu, refusal } => {
+                    warn!("privileged helper: refusing up {address} MTU {mtu}: {refusal}");
+                    Reply::Refused(refusal)
+                }
+                Decision::Apply(Request::Up { address, mtu }) => {
+                    info!("Teredo interface up: {address}, MTU {mtu}");
+                    backend.apply(Request::Up { address, mtu })
+                }
+                Decision::Apply(Request::Down) => {
                     info!("Teredo interface down");
                     backend.apply(Request::Down)
                 }
+                Decision::Apply(r @ (Request::Announce | Request::Withdraw)) => backend.apply(r),
             };
             if sock.write_all(&reply.encode()).is_err() {
                 return;

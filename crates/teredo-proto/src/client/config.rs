@@ -17,6 +17,9 @@ pub const DEFAULT_TRIES: u8 = 3;
 /// The default wait after the server was found unreachable, counted from the last RS
 /// (Miredo's restart delay; RFC 4380 leaves it open).
 pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(100);
+/// The longest [`Config::upnp_wait`] the client accepts: RFC 6081 §5.3.3 puts the UPnP
+/// mapping before qualification, and a network without an IGD must not hold it longer.
+pub const MAX_UPNP_WAIT: Duration = Duration::from_secs(2);
 /// The shortest delay the client accepts for any of its timers; shorter ones are raised
 /// to it, so that no configuration makes it spin.
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
@@ -52,11 +55,20 @@ pub struct Config {
     pub tries: u8,
     /// How long to wait, after the last unanswered RS, before starting over.
     pub restart_delay: Duration,
+    /// The Teredo service port (the client socket's local port), for the port-preserving
+    /// test of RFC 6081 §5.4.3; 0 when unknown (then the NAT is never deemed
+    /// port-preserving).
+    pub local_port: u16,
+    /// How long the first RS waits for the UPnP mapping of RFC 6081 §5.3.3
+    /// ([`Client::set_upnp`](super::Client::set_upnp)), at most [`MAX_UPNP_WAIT`]; zero
+    /// when UPnP is off.
+    pub upnp_wait: Duration,
 }
 
 impl Config {
     /// The configuration for `server` with every default: secondary address primary + 1,
-    /// refresh every 30 s, 4 s reply timeout, 3 tries, 100 s restart delay.
+    /// refresh every 30 s, 4 s reply timeout, 3 tries, 100 s restart delay, no local port
+    /// known, no UPnP.
     pub fn new(server: ServerAddress) -> Self {
         Self {
             server,
@@ -65,6 +77,8 @@ impl Config {
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             tries: DEFAULT_TRIES,
             restart_delay: DEFAULT_RESTART_DELAY,
+            local_port: 0,
+            upnp_wait: Duration::ZERO,
         }
     }
 
@@ -74,6 +88,7 @@ impl Config {
         self.reply_timeout = self.reply_timeout.max(MIN_DELAY);
         self.restart_delay = self.restart_delay.max(MIN_DELAY);
         self.tries = self.tries.max(1);
+        self.upnp_wait = self.upnp_wait.min(MAX_UPNP_WAIT);
         self
     }
 }

@@ -2,7 +2,7 @@
 //! "Teredo connectivity status"), what the NAT probe found ([`NatKind`]), the datagrams to
 //! send ([`Transmit`]) and its counters ([`Stats`]).
 
-use std::net::{Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use super::Rejection;
 
@@ -42,6 +42,14 @@ pub enum Event {
     /// Resolve the server's host name to IPv4 addresses, then call [`Client::set_server`](super::Client::set_server)
     /// (or [`Client::resolution_failed`](super::Client::resolution_failed)).
     ResolveServer,
+    /// The server `server` (its primary address) did not answer `tries` RSs in a row,
+    /// during qualification or after (then after [`Event::Down`]). The client waits the
+    /// restart delay; a daemon with other servers may call
+    /// [`Client::set_server`](super::Client::set_server) with the next one at once.
+    ServerUnreachable {
+        /// The primary address of the server that failed.
+        server: Ipv4Addr,
+    },
 }
 
 /// The client's state, for status output (RFC 4380 §5.2 "Teredo connectivity status").

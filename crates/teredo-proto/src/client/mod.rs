@@ -37,6 +37,19 @@
 //! primary's mapping (RFC 4380 would declare a symmetric-NAT client unqualified; RFC 6081
 //! §2.1 makes such clients work, and a relay is reachable through one anyway).
 //!
+//! # What RFC 6081 adds ([`NatFindings`])
+//!
+//! - The Port-Preserving NAT flag (§5.4.3): the primary's origin port is the local port
+//!   ([`Config::local_port`]).
+//! - UPnP (§5.3.3): the I/O layer asks the NAT's IGD for a mapping of the local port and
+//!   gives it with [`Client::set_upnp`]. The first RS waits for it "prior to beginning the
+//!   qualification procedure", at most [`Config::upnp_wait`] ([`MAX_UPNP_WAIT`]), so that
+//!   a network without an IGD costs at most that once at start-up; a mapping given later
+//!   is used all the same. A mapping equal to the qualification's means a single NAT.
+//! - From the flags: the UPnP, port-preserving and sequential port-symmetric extensions
+//!   that apply ([`NatFindings::upnp_symmetric`], [`NatFindings::port_preserving_symmetric`],
+//!   [`NatFindings::sequential`]).
+//!
 //! # Where this differs from RFC 4380 and from Miredo
 //!
 //! - The refresh interval is not randomised (RFC 4380 §5.2 asks for 75–100% of it; RFC
@@ -53,7 +66,8 @@
 
 mod config;
 mod events;
-mod qualification;
+mod findings;
+pub(crate) mod qualification;
 #[cfg(test)]
 mod tests;
 
@@ -63,14 +77,16 @@ use std::time::Duration;
 
 use crate::address::{Flags, TEREDO_PORT, TEREDO_PREFIX, TeredoAddress, is_global_unicast};
 use crate::nonce::TokenKey;
+use crate::secure::Credentials;
 use crate::time::Instant;
 use crate::wire::{OriginIndication, PacketKind, TeredoPacket};
 
 pub use config::{
-    Config, DEFAULT_REFRESH_INTERVAL, DEFAULT_REPLY_TIMEOUT, DEFAULT_RESTART_DELAY, DEFAULT_TRIES, MIN_DELAY,
-    ServerAddress, ServerNotGlobal,
+    Config, DEFAULT_REFRESH_INTERVAL, DEFAULT_REPLY_TIMEOUT, DEFAULT_RESTART_DELAY, DEFAULT_TRIES,
+    MAX_UPNP_WAIT, MIN_DELAY, ServerAddress, ServerNotGlobal,
 };
 pub use events::{Event, NatKind, State, Stats, Transmit};
+pub use findings::NatFindings;
 pub use qualification::{RS_LEN, Rejection};
 
 /// How many events are kept for [`Client::poll_event`]; older ones are dropped (and
@@ -157,12 +173,25 @@ pub struct Client {
     /// Advanced at every new address; an input of the random flags.
     generation: u64,
     nat: Option<NatKind>,
+    /// The IGD's mapping (RFC 6081 §5.3.3), once [`Client::set_upnp`] gave one.
+    upnp: Option<SocketAddrV4>,
+    /// While waiting for the UPnP mapping: the latest instant of the first RS.
+    upnp_hold: Option<Instant>,
     last_interaction: Option<Instant>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Secure qualification (RFC 4380 §5.2.2), when configured.
+    credentials: Option<Credentials>,
 }
 
 impl Client {
+    /// Qualifies with `credentials` from the next solicitation on (RFC 4380 §5.2.2): RSs
+    /// carry the identifier and an authentication value, and only RAs that carry a valid
+    /// one are accepted. `None` for plain qualification.
+    pub fn set_credentials(&mut self, credentials: Option<Credentials>) {
+        self.credentials = credentials;
+    }
+
     /// A client that starts qualifying at `now` (its first RS is due at once), or that
     /// asks for its server's name to be resolved ([`Event::ResolveServer`]). `key` makes
     /// the RS nonces and the random address flags; it is the process's [`TokenKey`].
@@ -180,14 +209,17 @@ impl Client {
             last_address: None,
             generation: 0,
             nat: None,
+            upnp: None,
+            upnp_hold: (!config.upnp_wait.is_zero()).then(|| now + config.upnp_wait),
             last_interaction: None,
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             stats: Stats::default(),
+            credentials: None,
         };
         match config.server {
             ServerAddress::Ipv4(primary) => {
                 client.servers = Some(client.servers_for(primary, None)?);
-                client.phase = Phase::Soliciting(Solicit::Due(now));
+                client.phase = Phase::Soliciting(Solicit::Due(client.first_rs(now)));
             }
             ServerAddress::HostName => client.push(Event::ResolveServer),
         }
@@ -219,7 +251,53 @@ impl Client {
         self.servers = Some(servers);
         self.failures = 0;
         self.probe = None;
-        self.phase = Phase::Soliciting(Solicit::Due(now));
+        self.phase = Phase::Soliciting(Solicit::Due(self.first_rs(now)));
+        Ok(())
+    }
+
+    /// The mapping the NAT's UPnP IGD gave (RFC 6081 §5.3.3: AddPortMapping of the local
+    /// port, then GetExternalIPAddress), or `None` when there is no IGD, the IGD refused,
+    /// or UPnP is off. Ends the wait of [`Config::upnp_wait`]: the first RS is due at once.
+    /// A mapping given later counts as well (it is compared with the qualification's at
+    /// every use, [`Client::findings`]).
+    pub fn set_upnp(&mut self, now: Instant, mapping: Option<SocketAddrV4>) {
+        self.upnp = mapping;
+        if self.upnp_hold.take().is_some()
+            && let Phase::Soliciting(Solicit::Due(at)) = self.phase
+            && at > now
+        {
+            self.phase = Phase::Soliciting(Solicit::Due(now));
+        }
+    }
+
+    /// What qualification found about the NAT, for the RFC 6081 extensions.
+    pub fn findings(&self) -> NatFindings {
+        let mapping = self.link.map(|l| SocketAddrV4::new(l.address.mapped_addr, l.address.mapped_port));
+        let port_preserving = mapping.is_some_and(|m| {
+            self.config.local_port != 0 && m.port() == self.config.local_port && self.upnp != Some(m)
+        });
+        NatFindings { kind: self.nat, mapping, port_preserving, upnp: self.upnp }
+    }
+
+    /// When the first RS may go: now, or when the wait for the UPnP mapping ends.
+    fn first_rs(&self, now: Instant) -> Instant {
+        self.upnp_hold.map_or(now, |h| h.max(now))
+    }
+
+    /// Makes the server with `primary` (and `secondary`, as [`Client::set_server`]) the
+    /// one to solicit when the restart delay ends, without soliciting it before: after
+    /// every server of a list failed, the list starts over at its first. Outside the
+    /// offline state this is [`Client::set_server`].
+    pub fn set_server_later(
+        &mut self,
+        now: Instant,
+        primary: Ipv4Addr,
+        secondary: Option<Ipv4Addr>,
+    ) -> Result<(), ServerNotGlobal> {
+        if !matches!(self.phase, Phase::Offline { .. }) {
+            return self.set_server(now, primary, secondary);
+        }
+        self.servers = Some(self.servers_for(primary, secondary)?);
         Ok(())
     }
 
@@ -234,7 +312,7 @@ impl Client {
     pub fn solicit_now(&mut self, now: Instant) {
         match self.phase {
             Phase::Soliciting(Solicit::Due(at)) if at > now => {
-                self.phase = Phase::Soliciting(Solicit::Due(now));
+                self.phase = Phase::Soliciting(Solicit::Due(self.first_rs(now)));
             }
             Phase::Offline { .. } => self.start_over(now),
             Phase::Soliciting(_) | Phase::Resolving => {}
@@ -266,7 +344,14 @@ impl Client {
             _ => None,
         };
         let expected = [primary, self.probe.and_then(|p| p.solicit.nonce())];
-        match qualification::check_ra(packet, from, servers.primary, servers.secondary, &expected) {
+        match qualification::check_ra(
+            packet,
+            from,
+            servers.primary,
+            servers.secondary,
+            &expected,
+            self.credentials.as_ref(),
+        ) {
             Err(r) => self.reject(r),
             Ok((which, ra)) => {
                 self.stats.ra_accepted += 1;
@@ -342,6 +427,8 @@ impl Client {
             && at <= now
         {
             let (len, nonce) = self.emit_rs(servers.primary, buf)?;
+            // The wait for the UPnP mapping, if any, is over (RFC 6081 §5.3.3: "prior to").
+            self.upnp_hold = None;
             self.phase = Phase::Soliciting(Solicit::Waiting { sent: now, nonce });
             return Some(Transmit { dst: SocketAddrV4::new(servers.primary, TEREDO_PORT), len });
         }
@@ -420,12 +507,17 @@ impl Client {
         let secondary = secondary
             .or(self.config.secondary)
             .unwrap_or_else(|| Ipv4Addr::from(u32::from(primary).wrapping_add(1)));
+        // The secondary address gets RSs too (RFC 4380 §5.2.1): one given, or the one
+        // after the primary (which may leave the unicast space: 223.255.255.255 + 1).
+        if !is_global_unicast(secondary) {
+            return Err(ServerNotGlobal(secondary));
+        }
         Ok(Servers { primary, secondary })
     }
 
     fn emit_rs(&mut self, dst: Ipv4Addr, buf: &mut [u8]) -> Option<(usize, [u8; 8])> {
         let nonce = self.key.rs_nonce(dst, self.rs_sequence);
-        let len = qualification::emit_rs(buf, nonce).ok()?;
+        let len = qualification::emit_rs(buf, nonce, self.credentials.as_ref()).ok()?;
         self.rs_sequence = self.rs_sequence.wrapping_add(1);
         self.stats.rs_sent += 1;
         Some((len, nonce))
@@ -515,6 +607,9 @@ impl Client {
         }
         self.probe = None;
         self.phase = Phase::Offline { until: last_rs + self.config.restart_delay };
+        if let Some(s) = self.servers {
+            self.push(Event::ServerUnreachable { server: s.primary });
+        }
     }
 
     /// The restart delay is over: resolve the server's name again, or solicit at once.

@@ -6,13 +6,15 @@
 //!
 //! The solicitation is always the "restricted" one of RFC 5991 §3.2 (cone bit 0, source
 //! `fe80::ffff:ffff:ffff`), to `ff02::2` with hop limit 255, behind an authentication
-//! header that carries no client identifier and no authentication value, only a nonce.
+//! header that carries only a nonce, or, with secure qualification (RFC 4380 §5.2.2,
+//! [`crate::secure`]), also the client identifier and an HMAC-SHA1 authentication value.
 //! No origin indication.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::address::{LINK_LOCAL_RESTRICTED, Prefix, TEREDO_PORT, is_global_unicast};
 use crate::nonce::constant_time_eq;
+use crate::secure::{AUTH_VALUE_LEN, Credentials};
 use crate::wire::icmpv6::{Icmpv6, Icmpv6Repr, Message, NdOption};
 use crate::wire::ipv6::{ALL_ROUTERS, MIN_MTU};
 use crate::wire::{Authentication, BufferTooSmall, OriginIndication, TeredoPacket, encap};
@@ -40,6 +42,10 @@ pub enum Rejection {
     /// (RFC 4380 §5.2.2).
     #[error("authentication with the server failed (confirmation byte not zero)")]
     AuthenticationFailed,
+    /// With secure qualification: not our client identifier, or an authentication value
+    /// that does not verify (RFC 4380 §5.2.2).
+    #[error("secure qualification: bad client identifier or authentication value")]
+    BadAuthenticationValue,
     /// No origin indication, so no mapping (RFC 4380 §5.2.1).
     #[error("no origin indication")]
     NoOrigin,
@@ -80,14 +86,29 @@ pub(crate) struct Advertisement {
     pub(crate) mtu: u16,
 }
 
-/// Writes a router solicitation carrying `nonce` into `buf` (see the module comment);
-/// returns its length, [`RS_LEN`].
-pub(crate) fn emit_rs(buf: &mut [u8], nonce: [u8; 8]) -> Result<usize, BufferTooSmall> {
-    let buf = buf.get_mut(..RS_LEN).ok_or(BufferTooSmall)?;
-    let auth = Authentication::with_nonce(nonce);
+/// Writes a router solicitation carrying `nonce` into `buf` (see the module comment),
+/// authenticated with `credentials` when given; returns its length, [`RS_LEN`] without
+/// credentials.
+pub(crate) fn emit_rs(
+    buf: &mut [u8],
+    nonce: [u8; 8],
+    credentials: Option<&Credentials>,
+) -> Result<usize, BufferTooSmall> {
+    let placeholder = [0u8; AUTH_VALUE_LEN];
+    let auth = match credentials {
+        Some(c) => Authentication { client_id: c.id(), auth_value: &placeholder, nonce, confirmation: 0 },
+        None => Authentication::with_nonce(nonce),
+    };
     let n = encap::emit_headers(buf, Some(&auth), None)?;
     let rs = Icmpv6Repr::RouterSolicitation { source_link_layer: None };
-    let m = rs.emit_packet(&mut buf[n..], LINK_LOCAL_RESTRICTED, ALL_ROUTERS, 255)?;
+    let m =
+        rs.emit_packet(buf.get_mut(n..).ok_or(BufferTooSmall)?, LINK_LOCAL_RESTRICTED, ALL_ROUTERS, 255)?;
+    if let Some(c) = credentials {
+        let value = c.auth_value(&auth, None, &buf[n..n + m]);
+        // The value sits after the 4 fixed bytes and the identifier.
+        let at = 4 + c.id().len();
+        buf[at..at + AUTH_VALUE_LEN].copy_from_slice(&value);
+    }
     Ok(n + m)
 }
 
@@ -108,6 +129,7 @@ pub(crate) fn check_ra(
     primary: Ipv4Addr,
     secondary: Ipv4Addr,
     expected: &[Option<[u8; 8]>],
+    credentials: Option<&Credentials>,
 ) -> Result<(usize, Advertisement), Rejection> {
     if from.port() != TEREDO_PORT || (*from.ip() != primary && *from.ip() != secondary) {
         return Err(Rejection::WrongSource);
@@ -119,6 +141,13 @@ pub(crate) fn check_ra(
         .ok_or(Rejection::UnexpectedNonce)?;
     if auth.confirmation != 0 {
         return Err(Rejection::AuthenticationFailed);
+    }
+    // Secure qualification: the server's answer carries our identifier and a value that
+    // only the holder of our secret computes (RFC 4380 §5.2.2: "MUST be discarded").
+    if let Some(c) = credentials
+        && !c.verify(&auth, packet.origin.as_ref(), packet.ipv6.bytes())
+    {
+        return Err(Rejection::BadAuthenticationValue);
     }
     let mapping = packet.origin.ok_or(Rejection::NoOrigin)?;
     let ip = &packet.ipv6;

@@ -486,7 +486,11 @@ fn unanswered_solicitations_repeat_then_pause() {
     assert_eq!(sim.client.poll_timeout(), Some(secs(108)));
     sim.run_until(secs(250));
     assert_eq!(sim.rs_times(PRIMARY), [0, 4, 8, 108, 112, 116, 216, 220, 224].map(secs));
-    assert!(sim.events.is_empty(), "never up, so no Down: {:?}", sim.events);
+    // Never up, so no Down; each failed round tells which server failed (for a daemon
+    // with other servers to fail over to).
+    let failed = Event::ServerUnreachable { server: PRIMARY };
+    assert_eq!(sim.events, [(secs(12), failed), (secs(120), failed), (secs(228), failed)]);
+    sim.events.clear();
     assert_eq!(sim.client.stats().timeouts, 9);
     // The server comes back: qualified at the next start.
     sim.server.primary = Some(MAPPED);
@@ -596,7 +600,7 @@ fn lost_then_regained() {
     sim.run_until(secs(41));
     assert_eq!(sim.client.state(), State::Qualified, "still up until the third timeout");
     sim.run_until(secs(42));
-    assert_eq!(sim.take_events(), [Event::Down]);
+    assert_eq!(sim.take_events(), [Event::Down, Event::ServerUnreachable { server: PRIMARY }]);
     assert_eq!(sim.events.len(), 0);
     assert_eq!(sim.client.state(), State::Offline);
     assert_eq!(sim.client.address(), None);
@@ -695,6 +699,16 @@ fn host_name_resolution() {
         c.set_server(secs(102), Ipv4Addr::new(10, 0, 0, 1), None),
         Err(ServerNotGlobal(Ipv4Addr::new(10, 0, 0, 1)))
     );
+    // So does a secondary address outside the global unicast space, given or derived
+    // (the one after 223.255.255.255 is multicast): no RS may go to a broadcast address.
+    assert_eq!(
+        c.set_server(secs(102), PRIMARY, Some(Ipv4Addr::BROADCAST)),
+        Err(ServerNotGlobal(Ipv4Addr::BROADCAST))
+    );
+    assert_eq!(
+        c.set_server(secs(102), Ipv4Addr::new(223, 255, 255, 255), None),
+        Err(ServerNotGlobal(Ipv4Addr::new(224, 0, 0, 0)))
+    );
     assert_eq!(c.state(), State::Offline);
     c.handle_timeout(secs(202));
     assert_eq!(c.poll_event(), Some(Event::ResolveServer));
@@ -710,7 +724,8 @@ fn host_name_resolution() {
     assert!(matches!(sim.take_events()[..], [Event::Up { .. }, Event::NatBehaviour(_)]));
     sim.server.primary = None;
     sim.run_until(secs(400));
-    assert_eq!(sim.take_events(), [Event::Down, Event::ResolveServer]);
+    let failed = Event::ServerUnreachable { server: PRIMARY };
+    assert_eq!(sim.take_events(), [Event::Down, failed, Event::ResolveServer]);
     assert_eq!(sim.client.state(), State::Resolving);
     // Resolved to a new address: qualifies with it.
     let new_primary = Ipv4Addr::new(198, 51, 100, 1);
@@ -882,4 +897,56 @@ proptest! {
             prop_assert_eq!(c.stats().ra_rejected, 1);
         }
     }
+}
+
+fn upnp_client(wait: Duration, local_port: u16) -> Client {
+    let mut c = Config::new(ServerAddress::Ipv4(PRIMARY));
+    c.upnp_wait = wait;
+    c.local_port = local_port;
+    Client::new(c, key(), Instant::ZERO).unwrap()
+}
+
+/// RFC 6081 §5.3.3: the UPnP mapping comes before qualification. The first RS waits for
+/// it, at most `upnp_wait` (bounded by MAX_UPNP_WAIT), and goes at once when it comes.
+#[test]
+fn the_first_rs_waits_for_the_upnp_mapping_within_a_bound() {
+    let mut sim = Sim::new(upnp_client(Duration::from_secs(10), 0));
+    sim.run_until(ms(100));
+    assert!(sim.sent.is_empty(), "held for UPnP");
+    sim.client.set_upnp(ms(100), Some(SocketAddrV4::new(MAPPED.addr, MAPPED.port)));
+    sim.run_until(secs(1));
+    assert_eq!(sim.rs_times(PRIMARY), [ms(100)]);
+    // Nothing comes: the RS goes after the bound.
+    let mut sim = Sim::new(upnp_client(Duration::from_secs(10), 0));
+    sim.run_until(secs(5));
+    assert_eq!(sim.rs_times(PRIMARY), [Instant::ZERO + MAX_UPNP_WAIT]);
+    // A SIGHUP during the wait does not cut it short; set_server neither.
+    let mut sim = Sim::new(upnp_client(Duration::from_secs(1), 0));
+    sim.client.solicit_now(ms(10));
+    sim.client.set_server(ms(10), Ipv4Addr::new(192, 0, 2, 9), None).unwrap();
+    sim.run_until(ms(500));
+    assert!(sim.sent.is_empty());
+}
+
+/// §5.3.3 (single NAT: the UPnP mapping is the qualification's) and §5.4.3 (the origin
+/// port is the local port: port-preserving, unless the IGD mapped it so).
+#[test]
+fn findings_follow_the_mappings() {
+    let mut sim = Sim::new(upnp_client(Duration::ZERO, MAPPED.port));
+    sim.server.secondary = Some(OTHER_PORT);
+    sim.run_until(secs(1));
+    let f = sim.client.findings();
+    assert_eq!(f.kind, Some(NatKind::Symmetric));
+    assert!(f.port_preserving && f.port_preserving_symmetric() && !f.sequential());
+    assert_eq!(f.mapping, Some(SocketAddrV4::new(MAPPED.addr, MAPPED.port)));
+    // The same mapping from the IGD: a single UPnP symmetric NAT, not port-preserving.
+    sim.client.set_upnp(secs(1), Some(SocketAddrV4::new(MAPPED.addr, MAPPED.port)));
+    let f = sim.client.findings();
+    assert!(f.upnp_symmetric() && !f.port_preserving && f.upnp_mapping().is_none());
+    // Another local port: not port-preserving, so sequential is assumed.
+    let mut sim = Sim::new(upnp_client(Duration::ZERO, 1234));
+    sim.server.secondary = Some(OTHER_PORT);
+    sim.run_until(secs(1));
+    assert!(sim.client.findings().sequential());
+    assert_eq!(client().findings().mapping, None);
 }

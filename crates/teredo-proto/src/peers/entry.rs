@@ -39,10 +39,19 @@ pub struct Peer {
     /// "The date and time of the last transmission to the peer", as RFC 4380 §5.2.6 uses
     /// it: the last bubble or echo test sent.
     pub(super) last_probe: u32,
-    /// Queue handle, 0 for none.
+    /// Bits 0 to 30: the queue handle, 0 for none. Bit 31 ([`STRANGER`]): the entry was
+    /// made by traffic the host did not ask for and that nothing verified, and counts
+    /// against the table's budget of strangers (see the module comment of
+    /// [`super`]). The state byte has no bit left; a handle never reaches 2^31 (the
+    /// queues hold at most one per queued packet, see `queue::MAX_HANDLE`).
     pub(super) queue: u32,
     pub(super) mapped_port: u16,
-    /// Bit 0: trusted. Bits 1 to 3: bubbles or echo tests sent without an answer.
+    /// Bit 0: trusted. Bits 1 to 3: bubbles or echo tests sent without an answer. Bit 4:
+    /// the peer speaks RFC 6081 (its bubbles carried a Nonce trailer). Bit 5: a local peer
+    /// (RFC 4380 §5.2.8), whose untrusted mapping is its local address. Bit 6: RFC 6081
+    /// §5.3.1's Symmetric Peer flag, kept only where it matters (we are behind a single
+    /// UPnP symmetric NAT): packets go to the embedded mapping. Bit 7: the peer has an
+    /// entry in the data path's table of random ports (RFC 6081 §5.4.1, §5.5.1).
     pub(super) state: u8,
     /// Displacement from the home slot plus one; 0 for an empty slot.
     pub(super) probe: u8,
@@ -51,6 +60,14 @@ pub struct Peer {
 pub(super) const TRUSTED: u8 = 1;
 pub(super) const PROBES_SHIFT: u8 = 1;
 pub(super) const PROBES_MASK: u8 = 0b1110;
+pub(super) const EXTENSIONS: u8 = 0b1_0000;
+pub(super) const LOCAL: u8 = 0b10_0000;
+pub(super) const SYMMETRIC_PEER: u8 = 0b100_0000;
+pub(super) const RANDOM_PORT: u8 = 0b1000_0000;
+/// The stranger bit, in [`Peer::queue`].
+pub(super) const STRANGER: u32 = 1 << 31;
+/// The bits a new trust keeps: what the peer is, not what was sent to it.
+const KEPT_BY_TRUST: u8 = EXTENSIONS | SYMMETRIC_PEER | RANDOM_PORT;
 
 #[inline(always)]
 pub(super) fn stamp(now: Instant) -> u32 {
@@ -69,7 +86,8 @@ impl core::fmt::Debug for Peer {
             .field("mapping", &self.stored_mapping())
             .field("trusted", &self.is_trusted())
             .field("probes", &self.probes())
-            .field("queue", &self.queue)
+            .field("stranger", &self.is_stranger())
+            .field("queue", &self.queue_handle())
             .finish()
     }
 }
@@ -138,7 +156,7 @@ impl Peer {
     pub fn trust(&mut self, now: Instant, mapping: SocketAddrV4) {
         self.mapped_addr = mapping.ip().octets();
         self.mapped_port = mapping.port();
-        self.state = TRUSTED;
+        self.state = TRUSTED | (self.state & KEPT_BY_TRUST);
         self.received(now);
     }
 
@@ -163,14 +181,137 @@ impl Peer {
         Duration::from_millis(u64::from(stamp(now).wrapping_sub(self.last_rx)))
     }
 
+    /// Whether the peer showed that it speaks RFC 6081 (a bubble of its carried a Nonce
+    /// trailer), so that it answers the solicitations of Server Load Reduction (§5.7).
+    pub fn speaks_rfc6081(&self) -> bool {
+        self.state & EXTENSIONS != 0
+    }
+
+    /// The local address of a peer found by local discovery (RFC 4380 §5.2.8) and not yet
+    /// trusted: where its direct bubbles go, and where packets from it are accepted
+    /// (§5.2.3 case 5).
+    pub fn local_address(&self) -> Option<SocketAddrV4> {
+        (self.state & (LOCAL | TRUSTED) == LOCAL).then(|| self.stored_mapping())
+    }
+
+    /// Records `local` as the local address of an untrusted peer (a local discovery
+    /// bubble came from there, RFC 4380 §5.2.8); a trusted peer keeps its mapping.
+    pub fn set_local(&mut self, now: Instant, local: SocketAddrV4) {
+        if self.is_trusted() {
+            return;
+        }
+        self.mapped_addr = local.ip().octets();
+        self.mapped_port = local.port();
+        self.state |= LOCAL;
+        self.used(now);
+    }
+
+    /// The mapping embedded in the peer's Teredo address (RFC 4380 §4; meaningless for a
+    /// native peer).
+    pub fn embedded_mapping(&self) -> SocketAddrV4 {
+        let a = self.address;
+        let ip = [a[12] ^ 0xff, a[13] ^ 0xff, a[14] ^ 0xff, a[15] ^ 0xff];
+        SocketAddrV4::new(Ipv4Addr::from(ip), u16::from_be_bytes([a[10], a[11]]) ^ 0xffff)
+    }
+
+    /// Whether the slow part of the fast path applies: a Symmetric Peer flag or a random
+    /// port (bits 6 and 7), one test for both.
+    #[inline(always)]
+    pub fn is_extended(&self) -> bool {
+        self.state & (SYMMETRIC_PEER | RANDOM_PORT) != 0
+    }
+
+    /// RFC 6081 §5.3.1's Symmetric Peer flag, set only behind a single UPnP symmetric NAT:
+    /// data and direct bubbles go to [`Peer::embedded_mapping`] (§5.3.4.2, §5.3.4.3).
+    pub fn sends_to_embedded(&self) -> bool {
+        self.state & SYMMETRIC_PEER != 0
+    }
+
+    /// Sets the Symmetric Peer flag ([`Peer::sends_to_embedded`]).
+    pub fn set_symmetric_peer(&mut self) {
+        self.state |= SYMMETRIC_PEER;
+    }
+
+    /// Whether the peer has an entry in the table of random ports.
+    pub fn has_random_port(&self) -> bool {
+        self.state & RANDOM_PORT != 0
+    }
+
+    /// Records whether the peer has an entry in the table of random ports.
+    pub fn set_random_port(&mut self, on: bool) {
+        if on {
+            self.state |= RANDOM_PORT;
+        } else {
+            self.state &= !RANDOM_PORT;
+        }
+    }
+
+    /// The mapping to send to (RFC 4380 §5.2.4 case 1), once trusted: the trusted one, or
+    /// the embedded one for a flagged symmetric peer (RFC 6081 §5.3.4.3).
+    pub fn send_mapping(&self) -> Option<SocketAddrV4> {
+        self.mapping().map(|m| if self.sends_to_embedded() { self.embedded_mapping() } else { m })
+    }
+
+    /// Records that the peer speaks RFC 6081 ([`Peer::speaks_rfc6081`]).
+    pub fn set_speaks_rfc6081(&mut self) {
+        self.state |= EXTENSIONS;
+    }
+
     /// Bubbles or echo tests sent without an answer.
     pub fn probes(&self) -> u8 {
         (self.state & PROBES_MASK) >> PROBES_SHIFT
     }
 
     /// Whether packets are queued for the peer.
+    #[inline]
     pub fn has_queue(&self) -> bool {
-        self.queue != 0
+        self.queue & !STRANGER != 0
+    }
+
+    /// The handle of the peer's queue, 0 for none.
+    #[inline]
+    pub(super) fn queue_handle(&self) -> u32 {
+        self.queue & !STRANGER
+    }
+
+    /// Stores the handle of the peer's queue (0 for none), keeping the stranger bit.
+    #[inline]
+    pub(super) fn set_queue_handle(&mut self, handle: u32) {
+        self.queue = (self.queue & STRANGER) | (handle & !STRANGER);
+    }
+
+    /// Takes the handle of the peer's queue, leaving 0.
+    #[inline]
+    pub(super) fn take_queue_handle(&mut self) -> u32 {
+        let h = self.queue_handle();
+        self.queue &= STRANGER;
+        h
+    }
+
+    /// Whether the entry is a stranger: made by traffic the host did not ask for (a
+    /// packet accepted from an unverified peer, RFC 4380 §5.2.3 case 3; an incoming
+    /// bubble; a packet queued for the echo test of case 6) and not verified since. Only
+    /// [`super::PeerTable::insert_stranger`] makes one, and only
+    /// [`super::PeerTable::promote`] (or the entry's removal) ends it.
+    #[inline]
+    pub fn is_stranger(&self) -> bool {
+        self.queue & STRANGER != 0
+    }
+
+    #[inline]
+    pub(super) fn set_stranger(&mut self, on: bool) {
+        if on {
+            self.queue |= STRANGER;
+        } else {
+            self.queue &= !STRANGER;
+        }
+    }
+
+    /// How long ago the entry was last used, in milliseconds (0 for a date after `now`).
+    #[inline]
+    pub(super) fn idle_ms(&self, now: Instant) -> u32 {
+        let age = stamp(now).wrapping_sub(self.last_used);
+        if age >= 1 << 31 { 0 } else { age }
     }
 
     /// What RFC 4380 §5.2.6 allows: no bubble less than 2 s after the previous one, and
@@ -191,6 +332,21 @@ impl Peer {
             return ProbeCheck::Exhausted;
         }
         ProbeCheck::Send
+    }
+
+    /// Records an echo test repeated at `now` for a trusted peer gone silent (RFC 4380
+    /// §5.2.9 repeated, see `tunnel::RETEST_AFTER`): its date is the last transmission, and
+    /// the count of unanswered probes is left alone, so that the budget of §5.2.6 is whole
+    /// when the peer's mapping lapses.
+    pub fn record_retest(&mut self, now: Instant) {
+        let t = stamp(now);
+        self.last_probe = t;
+        self.last_used = t;
+    }
+
+    /// How long ago the last bubble or echo test went.
+    pub fn since_probe(&self, now: Instant) -> Duration {
+        Duration::from_millis(u64::from(stamp(now).wrapping_sub(self.last_probe)))
     }
 
     /// Records a bubble or echo test sent at `now` ("the client MUST update the last

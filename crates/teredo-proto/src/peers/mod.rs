@@ -44,13 +44,43 @@
 //! committed: hence the growth.)
 //!
 //! The packet queues live beside the slots (see [`Queued`]), bounded per peer and
-//! globally in bytes, their bookkeeping included.
+//! globally in bytes, their bookkeeping included. When the global budget is full, a packet
+//! for a queue shorter than others takes the room of the oldest packet of a longer one
+//! (sampled, see `queue::Queues::victim`): many unanswered destinations cannot hold the
+//! whole budget against a new one.
+//!
+//! # Strangers and eviction
+//!
+//! Anybody can make a host accept packets from new peers: a Teredo source whose embedded
+//! mapping is the outer source is accepted as it is (RFC 4380 §5.2.3 case 3), and one IPv4
+//! mapping embeds in 2^48 Teredo addresses (any server, any flags), so spoofed datagrams
+//! could fill the table with entries the host never asked for (RFC 4380 §7.3.3). Such an
+//! entry is a *stranger*: made by [`PeerTable::insert_stranger`] for traffic the host did
+//! not ask for and that nothing verified (case 3, an incoming bubble, a packet queued for
+//! the echo test of case 6). Strangers are marked ([`Peer::is_stranger`]) and held in a
+//! budget of their own, [`PeerLimits::stranger_budget`] (1/8 of `max_peers` by default):
+//! when it is full, or the table is, a new stranger evicts an old one (never another
+//! entry); a stranger leaves the budget when [`PeerTable::promote`] says it was verified
+//! (it answered our bubble or echo test). So strangers never hold more than their budget,
+//! and the host's own new destinations and verified peers find room.
+//!
+//! When the table is full, a new entry of the host's own ([`PeerTable::get_or_insert`])
+//! evicts a stranger or, failing that, an entry that never answered (not trusted: a
+//! relay's destination that sent nothing back) before it is refused; a trusted entry is
+//! never evicted, nor one with a random port (RFC 6081 §5.4, whose state lives beside the
+//! table). The victim is the longest idle of up to [`EVICT_SAMPLE`] candidates met from a
+//! rotating cursor within [`EVICT_SCAN`] slots (sampled LRU, as Redis does): O(1) per
+//! insertion, no scan of the table, and under a keyed hash the attacker cannot choose
+//! where its entries land. Strangers go before entries that never answered. An evicted
+//! entry's queued packets are dropped and counted (`queue_discarded`).
 //!
 //! # Limits and expiry
 //!
 //! - The table holds at most `max_peers` entries (Miredo's `MAX_PEERS`, 2^20 by default).
-//!   When it is full a new peer is refused and counted; existing peers keep working. A
-//!   growth that cannot be allocated refuses the new peer the same way.
+//!   When it is full a new peer evicts a stranger or an entry that never answered (see
+//!   "Strangers and eviction" above), or, when there is none, is refused and counted;
+//!   existing trusted peers keep working. A growth that cannot be allocated refuses the
+//!   new peer the same way.
 //! - A peer's mapping is *valid* while its last reception is less than 30 s old (RFC 4380
 //!   §5.2.4).
 //! - An entry not used in either direction for the idle timeout (30 s) is removed between
@@ -80,6 +110,8 @@
 //! budget by the number of shards).
 
 mod entry;
+#[cfg(test)]
+mod eviction_tests;
 mod hash;
 mod queue;
 mod slots;
@@ -125,6 +157,11 @@ pub const PROBE_WINDOW: Duration = Duration::from_secs(300);
 /// The slots of a new table (or fewer, `max_peers × 8/7` when that is smaller): 40 KiB.
 pub const INITIAL_SLOTS: usize = 1024;
 
+/// Slots looked at, at most, to choose an entry to evict (see the module comment).
+pub const EVICT_SCAN: usize = 256;
+/// Candidates compared, at most, to choose the longest idle one to evict.
+pub const EVICT_SAMPLE: usize = 8;
+
 /// Slots visited by one step of the expiry sweep.
 const SWEEP_BATCH: usize = 8192;
 /// The largest value of a slot's probe byte (displacement + 1).
@@ -146,6 +183,17 @@ pub struct PeerLimits {
     pub queue_bytes_total: usize,
     /// How long an unused entry is kept, at least (it goes within twice this).
     pub idle_timeout: Duration,
+    /// Most strangers held (see the module comment); 0 for 1/8 of `max_peers`.
+    pub max_strangers: usize,
+}
+
+impl PeerLimits {
+    /// The budget of strangers: `max_strangers`, or 1/8 of `max_peers` when it is 0; at
+    /// least 1 and at most `max_peers`.
+    pub fn stranger_budget(&self) -> usize {
+        let b = if self.max_strangers == 0 { self.max_peers / 8 } else { self.max_strangers };
+        b.clamp(1, self.max_peers.max(1))
+    }
 }
 
 impl Default for PeerLimits {
@@ -155,6 +203,7 @@ impl Default for PeerLimits {
             queue_bytes_per_peer: DEFAULT_QUEUE_BYTES_PER_PEER,
             queue_bytes_total: DEFAULT_QUEUE_BYTES_TOTAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_strangers: 0,
         }
     }
 }
@@ -203,6 +252,20 @@ pub struct PeerStats {
     pub grown: u64,
     /// Times the table shrank after expiry.
     pub shrunk: u64,
+    /// Strangers made ([`PeerTable::insert_stranger`]).
+    pub strangers_admitted: u64,
+    /// Strangers evicted to make room (for another stranger, or for an entry of the
+    /// host's own in a full table).
+    pub strangers_evicted: u64,
+    /// New strangers refused: no stranger could be evicted.
+    pub strangers_refused: u64,
+    /// Strangers verified ([`PeerTable::promote`]), which left the budget.
+    pub strangers_promoted: u64,
+    /// Entries that never answered, evicted by a new entry of the host's own in a full
+    /// table.
+    pub evicted_unanswered: u64,
+    /// Queued packets dropped to give their room in the global budget to a shorter queue.
+    pub queue_evicted: u64,
 }
 
 /// The list of recent peers (see the module comment).
@@ -216,6 +279,10 @@ pub struct PeerTable {
     queues: Queues,
     sweep: Sweep,
     stats: PeerStats,
+    /// Entries with the stranger bit.
+    strangers: usize,
+    /// Where the next choice of an entry to evict starts.
+    evict_cursor: usize,
 }
 
 impl core::fmt::Debug for PeerTable {
@@ -251,6 +318,8 @@ impl PeerTable {
             queues: Queues::new(limits.queue_bytes_per_peer, limits.queue_bytes_total),
             sweep: Sweep { cursor: 0, next: now + interval, interval, last_call: now },
             stats: PeerStats::default(),
+            strangers: 0,
+            evict_cursor: 0,
         })
     }
 
@@ -315,6 +384,11 @@ impl PeerTable {
         self.slot_bytes() as f64 / self.len as f64
     }
 
+    /// The number of strangers (see the module comment).
+    pub fn strangers(&self) -> usize {
+        self.strangers
+    }
+
     /// Bytes now charged to the global queue budget.
     pub fn queued_bytes(&self) -> usize {
         self.queues.charged()
@@ -330,6 +404,7 @@ impl PeerTable {
             queue_discarded: q.discarded,
             queue_released: q.released,
             queue_too_big: q.too_big,
+            queue_evicted: q.evicted,
             ..self.stats
         }
     }
@@ -378,15 +453,72 @@ impl PeerTable {
     }
 
     /// The entry for `addr`, created (untrusted, see [`Peer`]) if there was none; the flag
-    /// says whether it is new. A new entry is refused when the table is full.
+    /// says whether it is new. This is for entries of the host's own (a packet from the
+    /// TUN) and verified peers: in a full table a new one evicts a stranger or an entry
+    /// that never answered (see the module comment), and is refused only when there is
+    /// none.
     pub fn get_or_insert(&mut self, addr: &Ipv6Addr, now: Instant) -> Result<(&mut Peer, bool), TableFull> {
         let key = addr.octets();
         if let Some(i) = self.find(&key) {
             return self.slots.get_mut(i).map(|p| (p, false)).ok_or(TableFull);
         }
-        if self.len >= self.limits.max_peers || (self.len >= self.capacity() && !self.grow(now)) {
+        if self.len >= self.limits.max_peers && !self.evict(now, true) {
             self.stats.refused_full += 1;
             return Err(TableFull);
+        }
+        let Some(i) = self.insert_entry(key, now) else {
+            self.stats.refused_full += 1;
+            return Err(TableFull);
+        };
+        self.slots.get_mut(i).map(|p| (p, true)).ok_or(TableFull)
+    }
+
+    /// The entry for `addr`, created as a stranger if there was none (see the module
+    /// comment); the flag says whether it is new. An existing entry is returned as it is
+    /// (an entry of the host's own stays one). A new stranger evicts the longest idle of
+    /// the strangers sampled when their budget, or the table, is full, and is refused
+    /// (and counted) when none is found; it never evicts anything else.
+    pub fn insert_stranger(&mut self, addr: &Ipv6Addr, now: Instant) -> Result<(&mut Peer, bool), TableFull> {
+        let key = addr.octets();
+        if let Some(i) = self.find(&key) {
+            return self.slots.get_mut(i).map(|p| (p, false)).ok_or(TableFull);
+        }
+        let budget = self.limits.stranger_budget();
+        let full = |t: &Self| t.strangers >= budget || t.len >= t.limits.max_peers;
+        if full(self) && (!self.evict(now, false) || full(self)) {
+            self.stats.strangers_refused += 1;
+            return Err(TableFull);
+        }
+        let Some(i) = self.insert_entry(key, now) else {
+            self.stats.strangers_refused += 1;
+            return Err(TableFull);
+        };
+        self.strangers += 1;
+        self.stats.strangers_admitted += 1;
+        let p = self.slots.get_mut(i).ok_or(TableFull)?;
+        p.set_stranger(true);
+        Ok((p, true))
+    }
+
+    /// Ends the stranger status of `addr`'s entry (it answered our bubble or echo test, or
+    /// was otherwise verified): it leaves the budget of strangers and is evicted no more
+    /// as one. Returns whether it was a stranger.
+    pub fn promote(&mut self, addr: &Ipv6Addr) -> bool {
+        let Some(p) = self.get_mut(addr) else { return false };
+        if !p.is_stranger() {
+            return false;
+        }
+        p.set_stranger(false);
+        self.strangers -= 1;
+        self.stats.strangers_promoted += 1;
+        true
+    }
+
+    /// Inserts a new entry for `key` (absent) below `max_peers`, growing the table when
+    /// needed; returns its slot, or `None` (nothing counted) when the table is full.
+    fn insert_entry(&mut self, key: [u8; 16], now: Instant) -> Option<usize> {
+        if self.len >= self.limits.max_peers || (self.len >= self.capacity() && !self.grow(now)) {
+            return None;
         }
         let entry = Peer::new(key, now);
         let mut at = self.insert_new(entry);
@@ -395,13 +527,47 @@ impl PeerTable {
             // shorter ones.
             at = self.insert_new(entry);
         }
-        let Some(i) = at else {
-            self.stats.refused_full += 1;
-            return Err(TableFull);
-        };
+        let i = at?;
         self.len += 1;
         self.stats.inserted += 1;
-        self.slots.get_mut(i).map(|p| (p, true)).ok_or(TableFull)
+        Some(i)
+    }
+
+    /// Evicts one entry to make room (see the module comment): the longest idle of the
+    /// first [`EVICT_SAMPLE`] candidates within [`EVICT_SCAN`] slots from the cursor,
+    /// strangers first; candidates are strangers, and with `unanswered` also the entries
+    /// that are not trusted. Returns whether one went.
+    fn evict(&mut self, now: Instant, unanswered: bool) -> bool {
+        let n = self.slots.len();
+        let mut i = self.evict_cursor % n.max(1);
+        let mut best: Option<(usize, (bool, u32))> = None;
+        let mut found = 0;
+        for _ in 0..EVICT_SCAN.min(n) {
+            if let Some(s) = self.slots.get(i)
+                && s.probe != 0
+                && !s.has_random_port()
+                && (s.is_stranger() || unanswered && !s.is_trusted())
+            {
+                let rank = (s.is_stranger(), s.idle_ms(now));
+                if best.is_none_or(|(_, b)| rank > b) {
+                    best = Some((i, rank));
+                }
+                found += 1;
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
+            if found == EVICT_SAMPLE {
+                break;
+            }
+        }
+        self.evict_cursor = i;
+        let Some((at, (stranger, _))) = best else { return false };
+        self.remove_at(at);
+        if stranger {
+            self.stats.strangers_evicted += 1;
+        } else {
+            self.stats.evicted_unanswered += 1;
+        }
+        true
     }
 
     /// Robin Hood insertion of an entry known to be absent; returns its slot, or `None`
@@ -431,7 +597,7 @@ impl PeerTable {
             && let Some(i) = self.find(&m.peer)
             && let Some(p) = self.slots.get_mut(i)
         {
-            p.queue = m.handle;
+            p.set_queue_handle(m.handle);
         }
     }
 
@@ -439,9 +605,12 @@ impl PeerTable {
     fn remove_at(&mut self, mut i: usize) {
         let n = self.slots.len();
         let Some(&victim) = self.slots.get(i) else { return };
-        if victim.queue != 0 {
-            let (_, moved) = self.queues.discard(victim.queue, |_, _| {});
+        if victim.has_queue() {
+            let (_, moved) = self.queues.discard(victim.queue_handle(), |_, _| {});
             self.moved(moved);
+        }
+        if victim.is_stranger() {
+            self.strangers -= 1;
         }
         loop {
             let j = if i + 1 == n { 0 } else { i + 1 };
@@ -458,17 +627,37 @@ impl PeerTable {
     }
 
     /// Queues `packet` for `addr` (RFC 4380 §5.2.4, §5.2.3 case 6, §5.4.1), within the
-    /// per-peer and global budgets.
+    /// per-peer and global budgets. When the global budget is full, the oldest packets of
+    /// longer queues make room, if there are such (see the module comment).
     pub fn enqueue(&mut self, addr: &Ipv6Addr, queued: Queued, packet: &[u8]) -> Result<(), QueueError> {
         let key = addr.octets();
         let i = self.find(&key).ok_or(QueueError::NoPeer)?;
+        let handle = |t: &Self| t.slots.get(i).map_or(0, Peer::queue_handle);
+        // Each packet dropped frees at least PACKET_OVERHEAD bytes: this bounds the loop.
+        for _ in 0..packet.len() / PACKET_OVERHEAD + 3 {
+            if self.queues.room(handle(self), packet.len()) != Err(QueueError::BudgetFull) {
+                break;
+            }
+            let Some(victim) = self.queues.victim(handle(self)) else { break };
+            if let Some((peer, moved)) = self.queues.evict_oldest(victim) {
+                if let Some(v) = self.find(&peer)
+                    && let Some(p) = self.slots.get_mut(v)
+                {
+                    p.set_queue_handle(0);
+                }
+                self.moved(moved);
+            }
+        }
         let slot = self.slots.get_mut(i).ok_or(QueueError::NoPeer)?;
-        self.queues.enqueue(&mut slot.queue, &key, queued, packet)
+        let mut h = slot.queue_handle();
+        let r = self.queues.enqueue(&mut h, &key, queued, packet);
+        slot.set_queue_handle(h);
+        r
     }
 
     /// Number of packets and of bytes queued for `addr` (not counting released ones).
     pub fn queue_len(&self, addr: &Ipv6Addr) -> (usize, usize) {
-        self.get(addr).map_or((0, 0), |p| self.queues.len_of(p.queue))
+        self.get(addr).map_or((0, 0), |p| self.queues.len_of(p.queue_handle()))
     }
 
     /// Detaches the queue of `addr` and appends it to the released packets, to be sent to
@@ -477,7 +666,7 @@ impl PeerTable {
     /// de-queued and forwarded", RFC 4380 §5.2.3). Returns the number of packets.
     pub fn release_queue(&mut self, addr: &Ipv6Addr, mapping: SocketAddrV4) -> usize {
         let Some(p) = self.get_mut(addr) else { return 0 };
-        let handle = core::mem::take(&mut p.queue);
+        let handle = p.take_queue_handle();
         if handle == 0 {
             return 0;
         }
@@ -490,7 +679,7 @@ impl PeerTable {
     /// with an ICMPv6 error); returns the number of packets.
     pub fn discard_queue(&mut self, addr: &Ipv6Addr, f: impl FnMut(&[u8], Queued)) -> usize {
         let Some(p) = self.get_mut(addr) else { return 0 };
-        let handle = core::mem::take(&mut p.queue);
+        let handle = p.take_queue_handle();
         let (n, moved) = self.queues.discard(handle, f);
         self.moved(moved);
         n
@@ -520,6 +709,7 @@ impl PeerTable {
             self.sweep.interval = sweep_interval(self.limits.idle_timeout, self.slots.len());
         }
         self.len = 0;
+        self.strangers = 0;
         self.queues.clear();
         self.stats.resets += 1;
         self.sweep.cursor = 0;

@@ -37,6 +37,15 @@
 //! a quarter full and are freed when empty, and each packet and head is freed as soon as
 //! it leaves.
 //!
+//! # Fair share
+//!
+//! When the global budget is full, a packet for a queue takes the room of the oldest
+//! packet of a longer queue ([`Queues::victim`], [`Queues::evict_oldest`], counted as
+//! `queue_evicted`): so neither one destination nor many destinations that never answer
+//! can hold the whole budget against a new one, and between queues of one packet each (a
+//! flood of new destinations) new packets replace older ones. A queue never takes room
+//! from one no longer than itself would be: then the packet is refused (`queue_budget_full`).
+//!
 //! # Order
 //!
 //! Packets leave a queue in arrival order (Miredo's queue is a stack and flushes newest
@@ -154,6 +163,18 @@ impl Head {
         Some(node)
     }
 
+    /// Takes the oldest packet (the bottom of the stack).
+    fn pop_oldest(&mut self) -> Option<Box<Node>> {
+        let mut at = &mut self.top;
+        while at.as_ref()?.next.is_some() {
+            at = &mut at.as_mut()?.next;
+        }
+        let node = at.take()?;
+        self.bytes -= node.data.len().min(self.bytes);
+        self.packets = self.packets.saturating_sub(1);
+        Some(node)
+    }
+
     /// Turns the stack into arrival order.
     fn reverse(&mut self) {
         let mut reversed = None;
@@ -187,6 +208,7 @@ pub(crate) struct QueueCounts {
     pub(crate) discarded: u64,
     pub(crate) released: u64,
     pub(crate) too_big: u64,
+    pub(crate) evicted: u64,
 }
 
 /// A queue whose handle changed: the table must store `handle` in `peer`'s entry.
@@ -212,8 +234,16 @@ pub(crate) struct Queues {
     charged: usize,
     per_peer: usize,
     total: usize,
+    /// Where [`Queues::victim`] looks next.
+    cursor: usize,
     pub(crate) counts: QueueCounts,
 }
+
+/// The largest queue handle: bit 31 of an entry's handle is its stranger bit.
+pub(crate) const MAX_HANDLE: u32 = (1 << 31) - 1;
+/// Queues looked at to pick each queue that gives up a packet to a fairer one (see
+/// [`Queues::victim`]).
+const FAIR_SAMPLE: usize = 8;
 
 /// What the global budget is charged for a packet of `len` bytes.
 const fn charge(len: usize) -> usize {
@@ -246,6 +276,7 @@ impl Queues {
             charged: 0,
             per_peer,
             total,
+            cursor: 0,
             counts: QueueCounts::default(),
         }
     }
@@ -280,10 +311,11 @@ impl Queues {
         if self.get(*handle).is_none() {
             // The index holds at most one queue per queued packet, which the global
             // budget bounds far below u32::MAX.
-            let Ok(h) = u32::try_from(self.heads.len() + 1) else {
+            let h = u32::try_from(self.heads.len() + 1).unwrap_or(u32::MAX);
+            if h > MAX_HANDLE {
                 self.counts.budget_full += 1;
                 return Err(QueueError::BudgetFull);
-            };
+            }
             self.heads.push(Box::new(Head { peer: *peer, mapping: None, bytes: 0, packets: 0, top: None }));
             *handle = h;
         }
@@ -292,6 +324,62 @@ impl Queues {
         self.charged += charge;
         self.counts.queued += 1;
         Ok(())
+    }
+
+    /// Whether a packet of `len` bytes fits the queue `handle` and the global budget now
+    /// (nothing counted).
+    pub(crate) fn room(&self, handle: u32, len: usize) -> Result<(), QueueError> {
+        let held = self.get(handle).map_or(0, |q| q.bytes);
+        if held.saturating_add(len) > self.per_peer {
+            return Err(QueueError::PeerFull);
+        }
+        if self.charged.saturating_add(charge(len)) > self.total {
+            return Err(QueueError::BudgetFull);
+        }
+        Ok(())
+    }
+
+    /// A queue that should give up a packet so that the queue `own` (0 for none yet) gets
+    /// one more, the global budget being full: among [`FAIR_SAMPLE`] queues taken in turn
+    /// from a rotating cursor, the one with the most packets, if it has more than `own`
+    /// would (so that no queue grows at the expense of a shorter one; between queues of
+    /// one packet each, the flood of many unanswered destinations, the older packet goes).
+    /// Sampling keeps the cost O(1): the queue with the most packets overall is not
+    /// always the one chosen, but a long queue is met within a few rounds.
+    pub(crate) fn victim(&mut self, own: u32) -> Option<u32> {
+        let n = self.heads.len();
+        if n == 0 {
+            return None;
+        }
+        let own_packets = self.get(own).map_or(0, |q| q.packets);
+        let mut best: Option<(usize, usize)> = None;
+        let mut i = self.cursor % n;
+        for _ in 0..FAIR_SAMPLE.min(n) {
+            let packets = self.heads.get(i).map_or(0, |q| q.packets);
+            if i + 1 != own as usize && best.is_none_or(|(_, b)| packets > b) {
+                best = Some((i, packets));
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
+        }
+        self.cursor = i;
+        let (at, packets) = best?;
+        (packets > own_packets).then(|| at as u32 + 1)
+    }
+
+    /// Drops the oldest packet of the queue `handle` to make room for a fairer one
+    /// (counted); when that empties the queue, it leaves the index: returns its peer (whose
+    /// handle becomes 0) and the queue moved into its place.
+    pub(crate) fn evict_oldest(&mut self, handle: u32) -> Option<([u8; 16], Option<Moved>)> {
+        let q = self.get_mut(handle)?;
+        let node = q.pop_oldest()?;
+        let empty = q.top.is_none();
+        self.charged -= charge(node.data.len()).min(self.charged);
+        self.counts.evicted += 1;
+        if !empty {
+            return None;
+        }
+        let (head, moved) = self.detach(handle)?;
+        Some((head.peer, moved))
     }
 
     /// Takes the queue `handle` out of the index.

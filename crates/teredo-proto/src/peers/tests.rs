@@ -12,31 +12,32 @@ use proptest::prelude::*;
 
 use super::*;
 
-const KEY: [u8; 16] = [7; 16];
+pub(super) const KEY: [u8; 16] = [7; 16];
 
-fn addr(i: u32) -> Ipv6Addr {
+pub(super) fn addr(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0, 0xc000, 0x0201, 0, (i >> 16) as u16, i as u16, 1)
 }
 
-fn map(i: u16) -> SocketAddrV4 {
+pub(super) fn map(i: u16) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), i)
 }
 
-fn table(max_peers: usize) -> PeerTable {
+pub(super) fn table(max_peers: usize) -> PeerTable {
     let limits = PeerLimits { max_peers, ..PeerLimits::default() };
     PeerTable::new(limits, KEY, Instant::ZERO).unwrap()
 }
 
-fn secs(s: u64) -> Instant {
+pub(super) fn secs(s: u64) -> Instant {
     Instant::from_secs(s)
 }
 
 impl PeerTable {
     /// Checks the Robin Hood invariants: every entry's probe byte is its displacement
     /// plus one, and an entry's predecessor is never more than one slot "poorer".
-    fn check_invariants(&self) {
+    pub(super) fn check_invariants(&self) {
         let n = self.slots.len();
         let mut count = 0;
+        let mut strangers = 0;
         for (i, s) in self.slots.iter().enumerate() {
             if s.probe == 0 {
                 continue;
@@ -49,9 +50,12 @@ impl PeerTable {
             if s.probe > 1 {
                 assert!(prev.probe + 1 >= s.probe, "slot {i} breaks the Robin Hood order");
             }
-            assert_eq!(s.queue, self.queues.handle_of(&s.address), "slot {i}'s queue handle");
+            assert_eq!(s.queue_handle(), self.queues.handle_of(&s.address), "slot {i}'s queue handle");
+            strangers += usize::from(s.is_stranger());
         }
         assert_eq!(count, self.len);
+        assert_eq!(strangers, self.strangers, "the count of strangers");
+        assert!(self.strangers <= self.limits.stranger_budget(), "strangers over their budget");
         assert!(self.len <= self.capacity());
         assert!(self.slots.len() <= self.max_slots);
         assert!(self.queues.allocated() <= self.queues.charged(), "queues exceed their charge");
@@ -177,7 +181,10 @@ fn full_at_max_peers_after_growth() {
     for max in [1, 7, 896, 897, 5000] {
         let mut t = table(max);
         for i in 0..max as u32 {
-            assert!(t.get_or_insert(&addr(i), secs(1)).unwrap().1, "{max}: {i}");
+            let (p, new) = t.get_or_insert(&addr(i), secs(1)).unwrap();
+            assert!(new, "{max}: {i}");
+            // Trusted: a full table of them evicts none.
+            p.trust(secs(1), map(1));
         }
         assert_eq!(t.get_or_insert(&addr(max as u32), secs(1)).unwrap_err(), TableFull, "{max}");
         let slots = t.slot_count();
@@ -478,16 +485,29 @@ fn queue_global_budget() {
         ..PeerLimits::default()
     };
     let mut t = PeerTable::new(limits, KEY, Instant::ZERO).unwrap();
-    for i in 0..20 {
+    for i in 0..10 {
         t.get_or_insert(&addr(i), secs(0)).unwrap();
-        let r = t.enqueue(&addr(i), Queued::Outbound, &[i as u8; 100]);
-        assert_eq!(r.is_ok(), i < 10, "{i}");
+        t.enqueue(&addr(i), Queued::Outbound, &[i as u8; 100]).unwrap();
     }
-    assert_eq!(t.stats().queue_budget_full, 10);
+    assert_eq!(t.queued_bytes(), 10 * (100 + PACKET_OVERHEAD));
+    // The budget is full: a queue as long as every other one takes no room from them.
+    assert_eq!(t.enqueue(&addr(9), Queued::Outbound, &[0; 100]), Err(QueueError::BudgetFull));
+    assert_eq!(t.stats().queue_budget_full, 1);
+    // New destinations, with nothing queued, each take the room of another's packet.
+    for i in 10..20 {
+        t.get_or_insert(&addr(i), secs(0)).unwrap();
+        t.enqueue(&addr(i), Queued::Outbound, &[i as u8; 100]).unwrap();
+        assert!(t.queued_bytes() <= limits.queue_bytes_total);
+        t.check_invariants();
+    }
+    let s = t.stats();
+    assert_eq!((s.queue_evicted, s.queue_budget_full), (10, 1));
+    let holders: Vec<u32> = (0..20).filter(|&i| t.get(&addr(i)).unwrap().has_queue()).collect();
+    assert_eq!(holders.len(), 10);
     // Expiring peers gives the budget back.
-    t.remove(&addr(0));
+    t.remove(&addr(holders[0]));
     assert_eq!(t.stats().queue_discarded, 1);
-    t.enqueue(&addr(15), Queued::Outbound, &[0; 100]).unwrap();
+    t.enqueue(&addr(holders[1]), Queued::Outbound, &[0; 100]).unwrap();
     t.reset(secs(1));
     assert_eq!(t.queued_bytes(), 0);
     assert!(t.is_empty());
@@ -584,6 +604,17 @@ struct Model {
     used: Instant,
 }
 
+/// After an insertion into a full table (`inserted` when it was not refused): exactly
+/// one entry of the model went, one that was not trusted, or none when refused.
+fn evicted_one(t: &PeerTable, m: &mut HashMap<u16, Model>, inserted: bool) -> Result<(), TestCaseError> {
+    let gone: Vec<u16> = m.keys().copied().filter(|k| !t.contains(&addr((*k).into()))).collect();
+    prop_assert_eq!(gone.len(), usize::from(inserted));
+    for k in gone {
+        prop_assert!(m.remove(&k).is_some_and(|e| e.mapping.is_none()), "trusted entry {} evicted", k);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -609,7 +640,13 @@ proptest! {
                                 r.unwrap().0.used(now);
                                 e.used = now;
                             }
-                            None if full => prop_assert_eq!(r.unwrap_err(), TableFull),
+                            None if full => {
+                            let ok = r.is_ok();
+                            evicted_one(&t, &mut m, ok)?;
+                            if ok {
+                                m.insert(k, Model { mapping: None, used: now });
+                            }
+                        }
                             None => {
                                 prop_assert!(matches!(r, Ok((_, true))));
                                 m.insert(k, Model { mapping: None, used: now });
@@ -628,7 +665,13 @@ proptest! {
                             p.used(now);
                             e.used = now;
                         }
-                        None if full => prop_assert_eq!(r.unwrap_err(), TableFull),
+                        None if full => {
+                            let ok = r.is_ok();
+                            evicted_one(&t, &mut m, ok)?;
+                            if ok {
+                                m.insert(k, Model { mapping: None, used: now });
+                            }
+                        }
                         None => {
                             prop_assert!(matches!(r, Ok((_, true))));
                             m.insert(k, Model { mapping: None, used: now });
@@ -708,6 +751,7 @@ fn chunk(size: usize) -> isize {
 }
 
 // SAFETY: every call is forwarded to the system allocator with the same arguments.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
@@ -827,7 +871,7 @@ fn max_peers_changes_within_the_allocation() {
     assert!(t.set_max_peers(10));
     let addr = |i: u16| Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, i);
     for i in 0..10 {
-        t.get_or_insert(&addr(i), Instant::ZERO).unwrap();
+        t.get_or_insert(&addr(i), Instant::ZERO).unwrap().0.trust(Instant::ZERO, map(1));
     }
     assert!(t.get_or_insert(&addr(10), Instant::ZERO).is_err(), "the lowered bound holds");
     assert!(t.set_max_peers(100));

@@ -1,6 +1,6 @@
 //! The bounds of a tunnel ([`Limits`]): the list of peers and its queues, pending outputs,
-//! repetitions, and the rates of ICMPv6 errors and echo tests (RFC 4443 §2.4 (f); RFC 4380
-//! §5.2.9, against spoofed sources), with the division of them among workers.
+//! repetitions, and the rates of ICMPv6 errors, echo tests and bubbles (RFC 4443 §2.4 (f);
+//! RFC 4380 §5.2.9, §7.3, against spoofed sources and amplification), with the division of them among workers.
 
 use crate::peers::PeerLimits;
 use crate::time::Instant;
@@ -8,6 +8,10 @@ use crate::time::Instant;
 /// Most pending repetitions by default (each 16 bytes + 8); more are not scheduled, and the
 /// peer is then probed again only when new packets come.
 const MAX_RETRIES: usize = 1 << 16;
+
+/// The default of [`Limits::bubbles_per_second`]: more than a busy host's new destinations
+/// ask for (one probe per new peer, at most one per 2 s per peer), far less than a flood.
+pub const DEFAULT_BUBBLE_RATE: u32 = 1000;
 
 /// The limits of a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +24,14 @@ pub struct Limits {
     /// Most ICMPv6 destination unreachables per second (Miredo: 10).
     pub unreachables_per_second: u32,
     /// Most echo tests per second started for new native sources received from unverified
-    /// relays (client case 6).
+    /// relays (client case 6); for a relay, most re-learning bubbles per second sent to
+    /// senders it does not know (module `relearn`).
     pub tests_per_second: u32,
-    /// Most bubble or echo-test repetitions scheduled at once.
+    /// Most bubbles, reply bubbles and echo tests sent per second, together (the
+    /// `BubbleRate` directive; module `bubbles`): a bound on what a flood of packets to
+    /// new destinations, or of spoofed bubbles, makes the tunnel send.
+    pub bubbles_per_second: u32,
+    /// Most echo-test repetitions scheduled at once.
     pub max_retries: usize,
 }
 
@@ -33,6 +42,7 @@ impl Default for Limits {
             max_pending: 4096,
             unreachables_per_second: 10,
             tests_per_second: 100,
+            bubbles_per_second: DEFAULT_BUBBLE_RATE,
             max_retries: MAX_RETRIES,
         }
     }
@@ -50,11 +60,14 @@ impl Limits {
             peers: PeerLimits {
                 max_peers: part(self.peers.max_peers),
                 queue_bytes_total: part(self.peers.queue_bytes_total),
+                // 0 (the default share of max_peers) stays 0.
+                max_strangers: if self.peers.max_strangers == 0 { 0 } else { part(self.peers.max_strangers) },
                 ..self.peers
             },
             max_pending: part(self.max_pending),
             unreachables_per_second: rate(self.unreachables_per_second),
             tests_per_second: rate(self.tests_per_second),
+            bubbles_per_second: rate(self.bubbles_per_second),
             max_retries: part(self.max_retries),
         }
     }

@@ -13,7 +13,8 @@
 //!   tests, reply bubbles, released queued packets in arrival order, and rate-limited
 //!   ICMPv6 destination unreachables for the TUN. Drain it after every `handle_*` call;
 //! - [`Tunnel::poll_timeout`] and [`Tunnel::handle_timeout`] drive the expiry of peers and
-//!   the repetition of bubbles and echo tests for peers with queued packets.
+//!   the repetition of echo tests for peers with queued packets (bubbles are never
+//!   repeated from a timer).
 //!
 //! One `Tunnel` is one shard: the I/O layer may run several, each with its own list of
 //! peers, and send each packet to the shard of its peer (see [`crate::peers`]).
@@ -29,20 +30,32 @@
 //! (§5.2.9): an echo request whose data is a keyed token ([`TokenKey::echo_token`]) sent
 //! through the client's own server, at most 4 of them 2 s apart, after which the peer is
 //! unreachable (code 3) for 300 s; a source outside the own prefix gets code 1 (Miredo).
-//! A Teredo destination whose embedded server or mapped IPv4 is not global unicast is
-//! dropped; otherwise the packet is queued and a direct bubble (to the embedded mapping)
-//! and an indirect one (through the destination's server, UDP 3544) go out, at most one
-//! pair per 2 s and 4 pairs per 300 s without an answer, then unreachable (Miredo §4.7).
-//! The client's bubbles come from its Teredo address.
+//! A Teredo destination whose embedded server or mapped IPv4 is not global unicast, or
+//! whose mapped port is 0, is dropped; otherwise the packet is queued and a direct bubble
+//! (to the embedded mapping) and an indirect one (through the destination's server, UDP
+//! 3544) go out, one set per packet that asks (never from a timer), at most one set per
+//! 2 s and 4 sets per 300 s without an answer, then unreachable (Miredo §4.7); see
+//! module `bubbles` for this budget, the per-target budget of reply bubbles and the
+//! global [`Limits::bubbles_per_second`].
+//! The client's direct bubble comes from its Teredo address; its indirect one, like all of
+//! a relay's, from the keyed link-local source [`TokenKey::bubble_source`] (below).
 //!
 //! From UDP: a bubble from the own server (its IPv4 address and port 3544) is answered
 //! with a direct bubble to its origin indication (hole punching) and not delivered. Then:
 //! a trusted peer whose mapping is the outer source is accepted (case 1); a verified echo
 //! reply, or a destination unreachable that carries our echo request, makes its native
 //! source trusted with the relay's mapping (case 2); a Teredo source whose embedded
-//! mapping is the outer source is trusted (case 3); a native source from an unverified
+//! mapping is the outer source, or whose bubble answers our keyed bubble, is trusted
+//! (case 3, and Miredo's `CheckBubble` below); a native source from an unverified
 //! relay is queued and tested through the server (case 6). A packet for another
 //! destination than the own address (link-local allowed for bubbles) is dropped.
+//!
+//! Entries made by what the client accepts without asking (case 3 by the embedded mapping
+//! alone, which anybody can spoof from 2^48 addresses per IPv4 mapping; indirect and local
+//! discovery bubbles; the packets of case 6) are *strangers*, held in a small evictable
+//! budget of the list of peers ([`crate::peers`]); a bubble with our nonce or keyed
+//! destination, or an answered echo test, makes them ordinary entries. The host's own
+//! destinations (from the TUN) and verified peers always find room.
 //!
 //! # Relay (RFC 4380 §5.4.1, §5.4.2)
 //!
@@ -50,10 +63,60 @@
 //! rate-limited); then as a client's Teredo destinations, except that a cone relay sends
 //! only the indirect bubble. The relay's bubbles come from `fe80::<token>` where the
 //! interface identifier is [`TokenKey::bubble_interface_id`] of the peer's mapping, as
-//! Miredo's. From UDP: the source must be under the prefix and **already in the list of
-//! peers** (created by outbound traffic: inbound traffic never creates an entry, so it
-//! cannot fill the table), and its mapping must check (trusted and equal, or embedded and
-//! equal); it is then trusted and its queue released.
+//! Miredo's. From UDP: the source must be under the prefix and in the list of peers
+//! (created by outbound traffic), and its mapping must check (trusted and equal, embedded
+//! and equal, or a reply to our keyed bubble); it is then trusted and its queue released.
+//! A packet from an unknown Teredo source (a restarted relay's clients) is held in a new
+//! untrusted entry, a *stranger*, while the keyed indirect bubble makes the source prove
+//! its address; a stranger is trusted only by a reply that checks, and expires otherwise
+//! (module `relearn`: few strangers, one bubble per packet at most, all counted).
+//!
+//! # Peers behind symmetric NATs (Miredo's `CheckBubble`)
+//!
+//! A peer behind a symmetric NAT answers from a mapping other than the one its address
+//! embeds (the one its server saw), so the RFC 4380 checks refuse it. Our indirect bubbles
+//! to a peer come from `fe80::<token>`, where the token is keyed by the peer's embedded
+//! mapping; the peer's reply bubble swaps the addresses, so a bubble whose destination is
+//! that token proves that its sender received our bubble, and the peer is trusted at the
+//! mapping the reply comes from. Miredo's relays and clients do the same, so each side
+//! verifies the other's replies (miredo-facts §4.6–4.7).
+//!
+//! # RFC 6081
+//!
+//! - Symmetric NAT Support (§5.2): every indirect bubble carries our Nonce trailer for the
+//!   peer ([`TokenKey::bubble_nonce`], keyed, so that no per-peer state holds it); the
+//!   direct bubbles that answer an indirect one carry the peer's nonce; a direct bubble
+//!   from a mapping other than its source's is accepted when it carries our nonce, and the
+//!   peer is trusted at that mapping. A client sends its indirect bubbles twice: from the
+//!   keyed link-local source (for Miredo peers) and from its Teredo address (a peer needs
+//!   it to answer with indirect bubbles of its own, §6.1 packet 4). Such an answer goes
+//!   out for an indirect bubble from a Teredo client we do not trust, and for a direct
+//!   bubble that nothing proves, within the peer's bubble budget (or, for a stranger's
+//!   direct bubble, which makes no entry, within [`Limits::tests_per_second`]). A peer
+//!   trusted at a mapping learnt this way gets a direct bubble there at once, and the
+//!   answers to its later indirect bubbles go there (§6.1 step 10).
+//! - Hairpinning (§5.6): a client that knows its local address
+//!   ([`Tunnel::set_local_address`]) advertises it in an Alternate Address trailer of its
+//!   indirect bubbles; the answers go to each advertised address too (at most four), so
+//!   that two clients behind one NAT that does not hairpin meet on their LAN.
+//! - Server Load Reduction (§5.7): a silent trusted peer whose bubbles carried nonces gets
+//!   up to [`MAX_SOLICITATIONS`] direct bubbles with a Neighbor Discovery Option trailer
+//!   (solicitation) before the indirect bubbles; a solicitation that passes the checks is
+//!   answered with an advertisement. A peer that never sent a nonce (Miredo) is not
+//!   solicited: it would not answer, and the flow would wait 6 s for nothing.
+//! - UPnP-Enabled Symmetric NAT (§5.3, module `upnp`): behind a single UPnP symmetric NAT
+//!   ([`Tunnel::set_nat`]), a peer trusted at a mapping other than its embedded one gets
+//!   its packets at the embedded one.
+//! - Port-Preserving Symmetric NAT (§5.4, module `random_port`) and Sequential
+//!   Port-Symmetric NAT (§5.5, module `echo_test`): a random port per untrusted peer, its
+//!   external port (the same port, or the echo test's prediction) advertised in Random
+//!   Port trailers, direct bubbles between the two sides' random ports; packets go from the
+//!   port the peer was last heard on ([`TunVerdict::SendFrom`], [`Destination::UdpFrom`]).
+//!   The I/O layer keeps one UDP socket per port of [`Tunnel::random_ports`] (at most
+//!   [`MAX_RANDOM_PEERS`]) and hands what they receive to [`Tunnel::handle_random_datagram`].
+//!   The per-peer state lives in a small table beside the list of peers (module `random`);
+//!   the peer entry's bit 7 says a peer has some, so that the trusted fast path tests one
+//!   bit for both extensions.
 //!
 //! # Where this differs from RFC 4380 and Miredo
 //!
@@ -67,6 +130,11 @@
 //!   2 s until the peer answers or the budget of 4 is spent; then its queued packets are
 //!   dropped, each answered by an unreachable (rate-limited). Miredo repeats only when a
 //!   new packet comes and drops queues silently.
+//! - A client's trusted native peer that has sent nothing for [`RETEST_AFTER`] (3 s)
+//!   while packets go to it is tested again (§5.2.9), at most once per 3 s while its
+//!   mapping is valid and outside the budget of §5.2.6, so that a flow leaves a dead relay
+//!   (or follows an anycast route that moved) within seconds; Miredo keeps sending to the
+//!   relay until the entry expires, 30 s after the last reception.
 //! - When the budget is spent, the packet is not queued (Miredo queues it anyway).
 //! - Queues flush in arrival order (Miredo: newest first), bounded per peer and in total.
 //! - A new native source from an unverified relay (client case 6) starts an echo test only
@@ -74,10 +142,11 @@
 //!   packets cannot make the client send unbounded echo tests; beyond it they are dropped.
 //! - The echo test's retry budget reuses the bubble rule (4 in 300 s; Miredo keeps the
 //!   peer unreachable until its entry expires).
-//! - Miredo's `CheckBubble` (trusting a peer behind a symmetric NAT by a token in the
-//!   destination of its reply bubble) is not implemented: our bubbles carry our Teredo
-//!   address, and RFC 6081 §2 is the way to support symmetric NATs.
-//! - Reply bubbles are only sent to global unicast origins, to the own address only.
+//! - RFC 4380 §5.2.6 gives bubbles the Teredo address as source; our indirect bubbles
+//!   carry the keyed link-local source instead (Miredo's relays always did, and clients
+//!   of every implementation answer them), so that replies from symmetric NATs verify.
+//! - Reply bubbles are only sent to global unicast origins (not port 0), to the own address
+//!   only.
 //! - A relay does not check the destination of what it receives (RFC 4380 §5.4.2 says it
 //!   SHOULD be in the range the relay serves); like Miredo, it leaves egress filtering to
 //!   the IPv6 firewall.
@@ -89,13 +158,25 @@
 //!   unreachable destination itself (a link-local source could not be forwarded to a
 //!   native host). At most [`Limits::unreachables_per_second`] (10, Miredo's rate).
 
+#[cfg(test)]
+mod bubble_tests;
+mod bubbles;
+mod echo_test;
+#[cfg(test)]
+mod extension_tests;
+#[cfg(test)]
+mod flood_tests;
 mod limits;
 mod output;
+mod random;
+mod random_port;
 mod receive;
+mod relearn;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod transmit;
+mod upnp;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
@@ -103,14 +184,30 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::address::{TEREDO_PORT, TEREDO_PREFIX};
+
+/// Whether `a` may be an alternate address (RFC 6081 §4.3): a unicast IPv4 address (not
+/// unspecified, loopback, multicast or broadcast) and a port other than 0.
+fn is_alternate(a: SocketAddrV4) -> bool {
+    let ip = a.ip();
+    a.port() != 0 && !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast() && !ip.is_broadcast()
+}
+use crate::client::NatFindings;
 use crate::nonce::TokenKey;
 use crate::peers::{AllocationFailed, PeerTable};
 use crate::time::Instant;
 
-pub use limits::Limits;
+use bubbles::BubbleBudget;
+pub use bubbles::{REPLIES_PER_TARGET, REPLY_BUCKETS, REPLY_WINDOW};
 use limits::RateLimit;
+pub use limits::{DEFAULT_BUBBLE_RATE, Limits};
 use output::Pending;
-pub use stats::{DropCounts, DropReason, Stats};
+pub use random::MAX_RANDOM_PEERS;
+use random::RandomPeers;
+pub use random_port::PEER_REFRESH_INTERVAL;
+pub use relearn::STRANGER_LIFETIME;
+use relearn::Strangers;
+pub use stats::{DropCounts, DropReason, Stats, peer_counters};
+pub use transmit::RETEST_AFTER;
 
 /// Hop limit of the bubbles we send (RFC 4380 §2.8 does not set one; forwarded by
 /// servers, never routed).
@@ -122,6 +219,11 @@ pub const UNREACHABLE_HOP_LIMIT: u8 = 64;
 /// The delay between two tries of the bubbles or echo test of a peer with queued packets
 /// (RFC 4380 §5.2.4: "a 2-second time-out").
 pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// The direct bubbles soliciting an answer (RFC 6081 §5.7.2) sent to a silent peer that
+/// speaks RFC 6081 before the bubbles of RFC 4380 §5.2.6 take over.
+pub const MAX_SOLICITATIONS: u8 = 3;
+/// Alternate addresses (RFC 6081 §4.3) answered per indirect bubble: at most four fit.
+const MAX_ALTERNATES: usize = 4;
 /// What a relay is (Miredo's `RelayType`, `Prefix`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -159,6 +261,14 @@ pub enum TunVerdict {
         /// The peer's mapping.
         dst: SocketAddrV4,
     },
+    /// The same from the client's random socket of local port `port` (RFC 6081 §5.4: a
+    /// peer reached through a random port; see [`Tunnel::random_ports`]).
+    SendFrom {
+        /// The random socket's local port.
+        port: u16,
+        /// The peer's mapping.
+        dst: SocketAddrV4,
+    },
     /// The packet was queued until the peer's mapping is known.
     Queued,
     /// The packet was dropped.
@@ -187,6 +297,14 @@ pub enum UdpVerdict {
 pub enum Destination {
     /// A UDP datagram from the Teredo service port to this address.
     Udp(SocketAddrV4),
+    /// A UDP datagram from the client's random socket of local port `port` (RFC 6081
+    /// §5.4, §5.5) to `to`.
+    UdpFrom {
+        /// The random socket's local port.
+        port: u16,
+        /// The destination.
+        to: SocketAddrV4,
+    },
     /// An IPv6 packet to write to the TUN.
     Tun,
 }
@@ -231,6 +349,26 @@ pub struct Tunnel {
     retries: VecDeque<(Instant, Ipv6Addr)>,
     unreachables: RateLimit,
     tests: RateLimit,
+    /// The per-target reply budget and the global bubble rate (module `bubbles`).
+    budget: BubbleBudget,
+    /// A client's local IPv4 address and port, for the hairpinning extension (RFC 6081
+    /// §5.6): sent in its indirect bubbles so that a peer behind the same NAT reaches it.
+    local: Option<SocketAddrV4>,
+    /// Local client discovery (RFC 4380 §5.2.8), when on: the next discovery bubble and
+    /// how many went.
+    discovery: Option<(Instant, u32)>,
+    /// A client's NAT as qualification found it (RFC 6081 §5.3–§5.5), and its server's
+    /// secondary address (for echo tests).
+    nat: NatFindings,
+    secondary: Option<Ipv4Addr>,
+    /// The random ports and the per-peer state of RFC 6081 §5.4 and §5.5.
+    random: RandomPeers,
+    /// Random ports chosen so far: the input of the next one.
+    ports_chosen: u64,
+    /// When the Peer Refresh Timer (RFC 6081 §5.4.2) expires next.
+    peer_refresh: Instant,
+    /// A relay's unknown senders, held unverified (module `relearn`).
+    strangers: Strangers,
     stats: Stats,
 }
 
@@ -240,6 +378,7 @@ impl Tunnel {
     pub fn new(role: Role, key: TokenKey, limits: Limits, now: Instant) -> Result<Self, AllocationFailed> {
         let peers = PeerTable::new(limits.peers, key.hash_key("teredo peer table"), now)?;
         let id = key.hash_key("teredo echo identifier");
+        let budget = BubbleBudget::new(key.hash_key("teredo reply budget"), limits.bubbles_per_second);
         let mode = match role {
             Role::Client => Mode::Client(None),
             Role::Relay(c) => Mode::Relay(c),
@@ -254,8 +393,71 @@ impl Tunnel {
             retries: VecDeque::new(),
             unreachables: RateLimit::new(limits.unreachables_per_second),
             tests: RateLimit::new(limits.tests_per_second),
+            budget,
+            local: None,
+            discovery: None,
+            nat: NatFindings::default(),
+            secondary: None,
+            random: RandomPeers::default(),
+            ports_chosen: 0,
+            peer_refresh: now + PEER_REFRESH_INTERVAL,
+            strangers: Strangers::default(),
             stats: Stats::default(),
         })
+    }
+
+    /// Tells a client what qualification found about its NAT (RFC 6081 §5.3.3, §5.4.3,
+    /// §5.5): it selects the UPnP, port-preserving and sequential port-symmetric rules
+    /// ([`NatFindings`]). `secondary` is the server's secondary address, where echo tests
+    /// send their second RS (§5.5.4.1.1). Ignored for a relay.
+    pub fn set_nat(&mut self, nat: NatFindings, secondary: Ipv4Addr) {
+        if matches!(self.mode, Mode::Client(_)) {
+            self.nat = nat;
+            self.secondary = Some(secondary);
+        }
+    }
+
+    /// The local ports of the client's random sockets (RFC 6081 §5.4.4.2, §5.5.4.1: "begin
+    /// listening on that port"), at most [`MAX_RANDOM_PEERS`]: the I/O layer binds one UDP
+    /// socket for each (on the Teredo socket's address), closes those no longer listed,
+    /// hands what they receive to [`Tunnel::handle_random_datagram`] and sends from them
+    /// what [`Destination::UdpFrom`] and [`TunVerdict::SendFrom`] say. The set changes only
+    /// when [`Tunnel::random_ports_generation`] does.
+    pub fn random_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.random.ports()
+    }
+
+    /// Changes whenever [`Tunnel::random_ports`] does.
+    pub fn random_ports_generation(&self) -> u64 {
+        self.random.generation()
+    }
+
+    /// The I/O layer could not bind the random port `port` (it is in use): the peer goes on
+    /// without it, and a later bubble picks another.
+    pub fn random_port_unavailable(&mut self, port: u16) {
+        if let Some(peer) = self.random.by_port(port).map(|e| e.peer) {
+            self.random.close(&peer);
+            self.stats.random_ports_unavailable += 1;
+        }
+    }
+
+    /// Turns a client's local discovery (RFC 4380 §5.2.8) on or off: when on, a discovery
+    /// bubble goes to [`crate::address::DISCOVERY_IPV4`] at once when qualified, then every
+    /// 200 to 300 s; the I/O layer hands the datagrams it receives on that group to
+    /// [`Tunnel::handle_discovery`].
+    pub fn set_local_discovery(&mut self, now: Instant, on: bool) {
+        self.discovery = match (on, self.discovery) {
+            (false, _) => None,
+            (true, Some(d)) => Some(d),
+            (true, None) => Some((now, 0)),
+        };
+    }
+
+    /// Sets a client's local IPv4 address and port (its socket's, as its LAN sees it), or
+    /// `None`: advertised in its indirect bubbles (RFC 6081 §5.6.4.1) when it is a unicast
+    /// address other than the mapping.
+    pub fn set_local_address(&mut self, local: Option<SocketAddrV4>) {
+        self.local = local.filter(|a| is_alternate(*a));
     }
 
     /// A client is qualified with `address` through `server` (RFC 4380 §5.2.1). A new
@@ -272,6 +474,9 @@ impl Tunnel {
         if current != Some(link) {
             self.clear(now);
             self.mode = Mode::Client(Some(link));
+            if let Some((_, n)) = self.discovery {
+                self.discovery = Some((now, n));
+            }
         }
     }
 
@@ -287,6 +492,8 @@ impl Tunnel {
         self.peers.reset(now);
         self.pending.clear();
         self.retries.clear();
+        self.random.clear();
+        self.strangers.clear();
     }
 
     /// The client's Teredo address while qualified.
@@ -329,6 +536,14 @@ impl Tunnel {
         &self.stats
     }
 
+    /// Every counter by name: the data path's ([`Stats::counters`]) and its list of
+    /// peers' ([`peer_counters`]).
+    pub fn counters(&self) -> crate::status::Counters {
+        let mut c = self.stats.counters();
+        c.extend(peer_counters(&self.peers.stats()));
+        c
+    }
+
     /// The data path's snapshot at `now` as a relay's (a client's is the endpoint's), with
     /// up to [`crate::status::MAX_PEER_LIST`] peers listed when `peers`.
     pub fn relay_status(&self, now: Instant, peers: bool) -> crate::status::RelayStatus {
@@ -337,21 +552,37 @@ impl Tunnel {
             prefix: self.teredo_prefix().map_or(0, u32::from_be_bytes),
             peers: self.peers.len(),
             peer_list: crate::status::list_peers(&self.peers, now, max),
-            counters: self.stats.counters(),
+            counters: self.counters(),
         }
     }
 
     /// The next instant at which [`Tunnel::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Instant {
-        let sweep = self.peers.poll_timeout();
-        match self.retries.front() {
-            Some(&(at, _)) => at.min(sweep),
-            None => sweep,
+        let mut t = self.peers.poll_timeout();
+        if let Some(&(at, _)) = self.retries.front() {
+            t = t.min(at);
         }
+        if let Some(at) = self.strangers.next_deadline() {
+            t = t.min(at);
+        }
+        if let Some((at, _)) = self.discovery
+            && self.link().is_some()
+        {
+            t = t.min(at);
+        }
+        if !self.random.is_empty() {
+            t = t.min(self.peer_refresh);
+            for e in self.random.iter() {
+                if let Some(at) = e.echo.and_then(|x| x.failover) {
+                    t = t.min(at);
+                }
+            }
+        }
+        t
     }
 
     /// Runs what is due at `now`: a step of the peers' expiry sweep, and the repetition of
-    /// bubbles and echo tests for peers whose packets still wait (their outputs are then
+    /// echo tests for peers whose packets still wait (their outputs are then
     /// written by [`Tunnel::poll_transmit`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.peers.handle_timeout(now);
@@ -364,6 +595,23 @@ impl Tunnel {
             budget -= 1;
             self.retries.pop_front();
             self.retry(now, &peer);
+        }
+        self.expire_strangers(now);
+        if let Some((at, n)) = self.discovery
+            && at <= now
+            && let Some(l) = self.link()
+        {
+            self.push(Pending::Discovery { src: l.address });
+            self.stats.discovery_bubbles_sent += 1;
+            self.discovery = Some((now + self.key.discovery_delay(n), n.wrapping_add(1)));
+        }
+        if !self.random.is_empty() {
+            self.echo_failovers(now);
+            if self.peer_refresh <= now {
+                self.refresh_random_peers(now);
+            }
+        } else {
+            self.peer_refresh = now + PEER_REFRESH_INTERVAL;
         }
     }
 

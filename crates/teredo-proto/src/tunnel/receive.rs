@@ -5,22 +5,60 @@
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::ops::Range;
 
-use super::{DropReason, Link, Mode, Pending, Tunnel, UdpVerdict};
-use crate::address::{TeredoAddress, is_global_unicast};
+use super::bubbles::Bubble;
+use super::output::BubbleTrailers;
+use super::{DropReason, Link, MAX_ALTERNATES, Mode, Pending, Tunnel, UdpVerdict, is_alternate};
+use crate::address::{ALL_NODES, TeredoAddress, is_global_unicast};
+use crate::nonce::{TokenKey, constant_time_eq};
 use crate::peers::{ProbeCheck, QueueError, Queued};
 use crate::time::Instant;
 use crate::wire::icmpv6::{Icmpv6, Message};
 use crate::wire::ipv6::NEXT_HEADER_ICMPV6;
-use crate::wire::{Ipv6Packet, TeredoPacket};
+use crate::wire::trailer::{DISCOVERY_ADVERTISEMENT, DISCOVERY_SOLICITATION};
+use crate::wire::{Ipv6Packet, PacketKind, TeredoPacket, Trailer};
+
+/// How long a trusted mapping heard from stays, against another verified one (below).
+const STICKY: std::time::Duration = super::RETRY_DELAY;
 
 fn is_link_local(a: &[u8; 16]) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// Whether `a` may be the source of a datagram: not unspecified, multicast or broadcast
+/// (private and loopback sources are real on a LAN and in tests).
+pub(super) fn is_unicast_source(a: std::net::Ipv4Addr) -> bool {
+    !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast()
 }
 
 /// Whether the address embedded in the Teredo address `a` is `from`.
 fn embedded_is(a: &[u8; 16], from: SocketAddrV4) -> bool {
     let t = TeredoAddress::from_octets(a);
     t.mapped_addr == *from.ip() && t.mapped_port == from.port()
+}
+
+/// How a bubble from a mapping other than its source's was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    /// It carries our nonce for its source (RFC 6081 §5.2.4.4).
+    Nonce,
+    /// It is addressed to our keyed link-local source (Miredo's `CheckBubble`).
+    Token,
+    /// It comes from the local address of a peer found by local discovery (RFC 4380
+    /// §5.2.3 case 5).
+    Local,
+}
+
+/// Whether `ip` is a bubble that answers one of ours: its destination is the keyed
+/// link-local source ([`TokenKey::bubble_source`]) of the bubbles we send to the mapping
+/// embedded in its source (Miredo's `CheckBubble`). It may come from any IPv4 mapping: the
+/// peer is trusted at the one it comes from.
+pub(super) fn is_reply_bubble(key: &TokenKey, ip: &Ipv6Packet<'_>) -> bool {
+    if !ip.is_bubble() {
+        return false;
+    }
+    let h = ip.header();
+    let t = TeredoAddress::from_octets(h.src_octets());
+    key.is_bubble_token(h.dst_octets(), t.mapped_addr, t.mapped_port)
 }
 
 impl Tunnel {
@@ -44,6 +82,36 @@ impl Tunnel {
         len: usize,
         packet: &TeredoPacket<'_>,
     ) -> UdpVerdict {
+        self.handle_packet_on(now, None, from, len, packet)
+    }
+
+    /// A datagram received from `from` on the client's random socket of local port `port`
+    /// ([`Tunnel::random_ports`], RFC 6081 §5.4, §5.5): the answers of an echo test, or a
+    /// packet of the peer that port serves (anyone else's is dropped).
+    pub fn handle_random_datagram(
+        &mut self,
+        now: Instant,
+        port: u16,
+        from: SocketAddrV4,
+        datagram: &[u8],
+    ) -> UdpVerdict {
+        let Ok(packet) = TeredoPacket::parse(datagram) else {
+            return self.drop_udp(DropReason::Malformed);
+        };
+        self.handle_packet_on(now, Some(port), from, datagram.len(), &packet)
+    }
+
+    fn handle_packet_on(
+        &mut self,
+        now: Instant,
+        on: Option<u16>,
+        from: SocketAddrV4,
+        len: usize,
+        packet: &TeredoPacket<'_>,
+    ) -> UdpVerdict {
+        if from.port() == 0 || !is_unicast_source(*from.ip()) {
+            return self.drop_udp(DropReason::BadSource);
+        }
         if packet.trailers.check().is_err() {
             return self.drop_udp(DropReason::Malformed);
         }
@@ -55,10 +123,53 @@ impl Tunnel {
             return self.drop_udp(DropReason::Multicast);
         }
         match self.mode {
-            Mode::Relay(c) => self.relay_receive(now, from, &ip, range, c.prefix.to_be_bytes()),
-            Mode::Client(Some(link)) => self.client_receive(now, from, packet, range, link),
+            Mode::Relay(c) if on.is_none() => {
+                self.relay_receive(now, from, packet, range, c.prefix.to_be_bytes())
+            }
+            Mode::Relay(_) => self.drop_udp(DropReason::UnknownPort),
+            Mode::Client(Some(link)) => self.client_receive(now, on, from, packet, range, link),
             Mode::Client(None) => self.drop_udp(DropReason::NotQualified),
         }
+    }
+
+    /// A datagram received on the Teredo IPv4 Discovery Address from `from` (RFC 4380
+    /// §5.2.3 case 4, §5.2.8): a local discovery bubble from a client behind our NAT (its
+    /// address embeds our public IPv4 address; the group's link scope keeps others out) is
+    /// answered with a unicast bubble, and its source is remembered as a local peer whose
+    /// packets from that address are accepted. Anything else is counted and dropped. A
+    /// client with local discovery off ([`Tunnel::set_local_discovery`]) drops them all.
+    pub fn handle_discovery(&mut self, now: Instant, from: SocketAddrV4, datagram: &[u8]) -> UdpVerdict {
+        let (Some(link), Some(_)) = (self.link(), self.discovery) else {
+            self.stats.discovery_dropped += 1;
+            return UdpVerdict::Drop(DropReason::NotQualified);
+        };
+        let accepted = TeredoPacket::parse(datagram).ok().filter(|p| p.origin.is_none()).and_then(|p| {
+            let h = p.ipv6.header();
+            let src = *h.src_octets();
+            let own = TeredoAddress::from_octets(&link.address.octets());
+            let peer = TeredoAddress::from_octets(&src);
+            (p.ipv6.is_bubble()
+                && h.dst() == ALL_NODES
+                && src[..4] == link.prefix
+                && h.src() != link.address
+                && peer.mapped_addr == own.mapped_addr
+                && Some(from) != self.local
+                && is_alternate(from))
+            .then(|| h.src())
+        });
+        let Some(peer) = accepted else {
+            self.stats.discovery_dropped += 1;
+            return UdpVerdict::Drop(DropReason::WrongDestination);
+        };
+        self.stats.discovery_bubbles_received += 1;
+        // Anybody on the link may send these: a stranger until verified.
+        if let Ok((p, _)) = self.peers.insert_stranger(&peer, now) {
+            p.set_local(now, from);
+        }
+        if self.tests.take(now) {
+            self.send_reply(now, Bubble::new(link.address, peer, from));
+        }
+        UdpVerdict::Consumed
     }
 
     /// Counts a datagram whose parse failed (the client endpoint parses before routing).
@@ -66,7 +177,7 @@ impl Tunnel {
         self.drop_udp(DropReason::Malformed)
     }
 
-    fn drop_udp(&mut self, r: DropReason) -> UdpVerdict {
+    pub(super) fn drop_udp(&mut self, r: DropReason) -> UdpVerdict {
         self.count(r);
         UdpVerdict::Drop(r)
     }
@@ -81,21 +192,26 @@ impl Tunnel {
         }
     }
 
-    /// RFC 4380 §5.4.2: only from peers the relay sent to, with a mapping that checks.
+    /// RFC 4380 §5.4.2: only from peers the relay sent to, with a mapping that checks, or
+    /// from strangers that proved their address (module `relearn`).
     fn relay_receive(
         &mut self,
         now: Instant,
         from: SocketAddrV4,
-        ip: &Ipv6Packet<'_>,
+        packet: &TeredoPacket<'_>,
         range: Range<usize>,
         prefix: [u8; 4],
     ) -> UdpVerdict {
+        let ip = &packet.ipv6;
         let src = ip.header().src_octets();
         if src[..4] != prefix {
             return self.drop_udp(DropReason::NotTeredoSource);
         }
         let src_addr = Ipv6Addr::from(*src);
-        // Never created here: inbound traffic cannot fill the table.
+        // An unknown sender is re-learnt, never trusted outright (module `relearn`).
+        if self.strangers.contains(&src_addr) || !self.peers.contains(&src_addr) {
+            return self.relearn_receive(now, from, packet, src_addr);
+        }
         let Some(p) = self.peers.get_mut(&src_addr) else {
             return self.drop_udp(DropReason::UnknownPeer);
         };
@@ -104,6 +220,14 @@ impl Tunnel {
         } else if embedded_is(src, from) {
             p.trust(now, from);
             self.stats.peers_trusted += 1;
+        } else if ip.is_bubble() && packet.trailers.nonce() == Some(self.key.bubble_nonce(&src_addr)) {
+            p.trust(now, from);
+            self.stats.peers_trusted += 1;
+            self.stats.nonces_verified += 1;
+        } else if is_reply_bubble(&self.key, ip) {
+            p.trust(now, from);
+            self.stats.peers_trusted += 1;
+            self.stats.bubbles_verified += 1;
         } else {
             return self.drop_udp(DropReason::MappingMismatch);
         }
@@ -113,10 +237,11 @@ impl Tunnel {
         self.accepted(ip.is_bubble(), range)
     }
 
-    /// RFC 4380 §5.2.3.
+    /// RFC 4380 §5.2.3, on the Teredo service port (`on` is `None`) or a random port.
     fn client_receive(
         &mut self,
         now: Instant,
+        on: Option<u16>,
         from: SocketAddrV4,
         packet: &TeredoPacket<'_>,
         range: Range<usize>,
@@ -127,7 +252,16 @@ impl Tunnel {
         let dst = *ip.header().dst_octets();
         let bubble = ip.is_bubble();
         let to_us = dst == link.address.octets();
-        if from == link.server && bubble {
+        if let Some(port) = on {
+            // A random port serves one peer, and its echo test's answers (RFC 6081 §5.5.4.4).
+            if packet.auth.is_some() || packet.kind() == PacketKind::RouterAdvertisement {
+                return self.echo_answer(now, port, from, packet);
+            }
+            if self.random.by_port(port).is_none_or(|e| e.peer.octets() != src) {
+                return self.drop_udp(DropReason::UnknownPort);
+            }
+        }
+        if from == link.server && bubble && on.is_none() {
             // An indirect bubble relayed by our server: answer its origin directly, which
             // opens our NAT to the peer (hole punching). Some servers omit the origin
             // indication; then the source's embedded mapping stands for it (Miredo).
@@ -140,13 +274,8 @@ impl Tunnel {
             if !to_us {
                 return self.drop_udp(DropReason::WrongDestination);
             }
-            if let Some(to) = origin
-                && is_global_unicast(*to.ip())
-            {
-                self.push(Pending::Bubble { src: link.address, dst: Ipv6Addr::from(src), to });
-                self.stats.reply_bubbles_sent += 1;
-            }
             self.stats.bubbles_received += 1;
+            self.answer_indirect(now, packet, Ipv6Addr::from(src), origin, link);
             return UdpVerdict::Consumed;
         }
         // Anything else from the server goes on: the server may be a relay too.
@@ -166,17 +295,77 @@ impl Tunnel {
             && p.is_trusted_from(from)
         {
             p.received(now);
+            let extended = p.has_random_port();
             if p.has_queue() {
-                self.peers.release_queue(&src_addr, from);
+                let to = p.send_mapping().unwrap_or(from);
+                self.peers.release_queue(&src_addr, to);
+            }
+            if extended {
+                self.heard(now, &src_addr, on);
+            }
+            if bubble {
+                self.bubble_extensions(now, packet, &src_addr, from);
             }
             return self.accepted(bubble, range);
         }
         if src[..4] == link.prefix {
-            // Case 3: a Teredo source whose embedded mapping is the outer source.
+            // Case 3: a Teredo source whose embedded mapping is the outer source, or a
+            // bubble that answers ours from another mapping (a peer behind a symmetric
+            // NAT, or behind our own NAT): by our nonce (RFC 6081 §5.2.4.4, §5.6.4.3) or
+            // by our keyed destination (Miredo's scheme).
+            let mut learnt = false;
+            let mut proven = false;
             if !embedded_is(&src, from) {
-                return self.drop_udp(DropReason::MappingMismatch);
+                let local = self.peers.get(&src_addr).and_then(|p| p.local_address()) == Some(from);
+                let verified =
+                    if local { Some(Verified::Local) } else { self.verify_bubble(packet, &src_addr) };
+                match verified {
+                    Some(Verified::Nonce) => self.stats.nonces_verified += 1,
+                    Some(Verified::Token) => self.stats.bubbles_verified += 1,
+                    Some(Verified::Local) => {}
+                    None => {
+                        if bubble {
+                            self.solicit_indirect(now, src_addr, false);
+                        }
+                        return self.drop_udp(DropReason::MappingMismatch);
+                    }
+                }
+                learnt = true;
+                proven = matches!(verified, Some(Verified::Nonce | Verified::Token));
+                if proven {
+                    self.peers.promote(&src_addr);
+                }
+                // A peer heard from at its trusted mapping just now keeps it: a peer with a
+                // random port (RFC 6081 §5.4, §5.5) answers from two ports at once, and if
+                // each side took the last of two crossing answers, they could end on
+                // different ones. The first verified mapping works both ways.
+                if bubble
+                    && self
+                        .peers
+                        .get(&src_addr)
+                        .is_some_and(|p| p.is_trusted() && p.since_reception(now) < STICKY)
+                {
+                    self.stats.bubbles_received += 1;
+                    return UdpVerdict::Consumed;
+                }
             }
-            self.trust(now, src_addr, from);
+            // Case 3 by the embedded mapping alone (or a local peer's address) proves
+            // nothing: a stranger's entry; a bubble with our nonce or token is verified.
+            self.trust(now, src_addr, from, proven);
+            self.heard(now, &src_addr, on);
+            if bubble {
+                self.bubble_extensions(now, packet, &src_addr, from);
+            }
+            if learnt {
+                // The peer may not know yet that its bubble came through: a direct bubble to
+                // the mapping just learnt, which its NAT lets in, makes it trust us too (with
+                // its nonce when we keep it, RFC 6081 §5.4: it may be behind a symmetric NAT
+                // too).
+                let (to, port) = self.send_target(&src_addr).unwrap_or((from, None));
+                let nonce = self.random.get(&src_addr).and_then(|e| e.nonce_received);
+                let trailers = BubbleTrailers::nonce(nonce);
+                self.send_reply(now, Bubble { src: link.address, dst: src_addr, to, trailers, from: port });
+            }
             return self.accepted(bubble, range);
         }
         // A native source, through a relay.
@@ -186,27 +375,184 @@ impl Tunnel {
         // Case 2: the answer to our direct IPv6 connectivity test.
         if self.verify_echo(now, ip, &link) {
             self.stats.echo_verified += 1;
-            self.trust(now, src_addr, from);
+            self.trust(now, src_addr, from, true);
             return UdpVerdict::Consumed;
         }
         // Case 6: queue it and test the source through the server.
         self.queue_inbound(now, src_addr, from, ip)
     }
 
+    /// Answers an indirect bubble from `peer` that our server relayed with `origin`:
+    /// - a direct bubble, which opens our NAT to the peer (hole punching, RFC 4380
+    ///   §5.2.3), to the peer's trusted mapping if we have one (RFC 6081 §6.1 step 10: a
+    ///   mapping learnt from a peer behind a symmetric NAT), else to the origin and to
+    ///   every alternate address the peer advertised (a peer behind our NAT, §5.6.4.2),
+    ///   each with the peer's nonce (§5.2.4.2);
+    /// - when the peer is a Teredo client we do not trust, our own indirect bubbles too
+    ///   (§6.1 packet 4, §6.5 packet 6), so that a peer behind a symmetric NAT, or behind
+    ///   our NAT, answers with a direct bubble we can verify by our nonce. They count in
+    ///   the peer's bubble budget (RFC 4380 §5.2.6), which also ends any exchange of
+    ///   answers between two peers that both answer this way.
+    fn answer_indirect(
+        &mut self,
+        now: Instant,
+        packet: &TeredoPacket<'_>,
+        peer: Ipv6Addr,
+        origin: Option<SocketAddrV4>,
+        link: Link,
+    ) {
+        let trailers = BubbleTrailers::nonce(packet.trailers.nonce());
+        let src = link.address;
+        let teredo = peer.octets()[..4] == link.prefix;
+        if teredo {
+            self.note_indirect(now, &peer, packet);
+        }
+        if let Some((to, port)) = self.send_target(&peer) {
+            self.send_reply(now, Bubble { src, dst: peer, to, trailers, from: port });
+        } else {
+            if let Some(to) = origin
+                && is_global_unicast(*to.ip())
+                && to.port() != 0
+            {
+                self.send_reply(now, Bubble { src, dst: peer, to, trailers, from: None });
+            }
+            if trailers.nonce.is_some() {
+                let alternates = packet.trailers.iter().find_map(|t| match t {
+                    Ok(Trailer::AlternateAddress(a)) => Some(a),
+                    _ => None,
+                });
+                for (ip, port) in alternates.iter().flat_map(|a| a.iter()).take(MAX_ALTERNATES) {
+                    let to = SocketAddrV4::new(ip, port);
+                    if is_alternate(to) && Some(to) != origin {
+                        self.send_reply(now, Bubble { src, dst: peer, to, trailers, from: None });
+                    }
+                }
+            }
+            if teredo {
+                self.random_port_bubbles(now, &peer, trailers.nonce, true);
+            }
+        }
+        if trailers.nonce.is_some() && teredo {
+            self.solicit_indirect(now, peer, true);
+        }
+    }
+
+    /// A direct bubble from the Teredo client `peer` came from a mapping other than its
+    /// address's, with nothing that proves it (a peer behind a symmetric NAT, or behind our
+    /// NAT, that has not seen our bubbles): our indirect bubbles, through its server, make
+    /// it answer with our nonce from that mapping (RFC 6081 §6.1 packet 4, §6.5 packet 6).
+    /// Within the peer's bubble budget (RFC 4380 §5.2.6).
+    ///
+    /// A peer we know gets them within its bubble budget (RFC 4380 §5.2.6), which also ends
+    /// any exchange between two peers that both answer this way. An unknown one gets an
+    /// entry when `create` (an indirect bubble relayed by our server, whose source the
+    /// server checked); otherwise (a direct bubble, whose source anybody may spoof) no
+    /// entry, within a budget per second shared with the echo tests of strangers
+    /// ([`crate::tunnel::Limits::tests_per_second`]).
+    fn solicit_indirect(&mut self, now: Instant, peer: Ipv6Addr, create: bool) {
+        if self.peers.get(&peer).is_some_and(|p| p.trusted_mapping(now).is_some()) {
+            return;
+        }
+        if !create && !self.peers.contains(&peer) {
+            if self.tests.take(now) {
+                self.indirect_bubbles(now, peer);
+            }
+            return;
+        }
+        // An indirect bubble nobody asked for: a stranger until verified.
+        let Ok((p, _)) = self.peers.insert_stranger(&peer, now) else { return };
+        if p.check_probe(now) == ProbeCheck::Send {
+            p.record_probe(now);
+            self.request_indirect(now, peer);
+        } else {
+            self.stats.bubbles_suppressed += 1;
+        }
+    }
+
+    /// How a direct bubble from another mapping than its source's proves that it answers
+    /// ours, if it does.
+    fn verify_bubble(&self, packet: &TeredoPacket<'_>, src: &Ipv6Addr) -> Option<Verified> {
+        if !packet.ipv6.is_bubble() {
+            return None;
+        }
+        if packet.trailers.nonce().is_some_and(|n| constant_time_eq(&n, &self.key.bubble_nonce(src))) {
+            Some(Verified::Nonce)
+        } else if is_reply_bubble(&self.key, &packet.ipv6) {
+            Some(Verified::Token)
+        } else {
+            None
+        }
+    }
+
+    /// RFC 6081 for an accepted direct bubble from `peer` at `from`: a peer whose bubbles
+    /// carry nonces speaks RFC 6081 (and gets Server Load Reduction's solicitations); a
+    /// solicitation is answered with an advertisement (§5.7.4.2).
+    fn bubble_extensions(
+        &mut self,
+        now: Instant,
+        packet: &TeredoPacket<'_>,
+        peer: &Ipv6Addr,
+        from: SocketAddrV4,
+    ) {
+        let Some(link) = self.link() else { return };
+        let mut solicited = false;
+        let mut extensions = false;
+        for t in packet.trailers.iter().flatten() {
+            match t {
+                Trailer::Nonce(_) => extensions = true,
+                Trailer::NeighborDiscovery { discovery_type } => {
+                    extensions = true;
+                    solicited |= discovery_type == DISCOVERY_SOLICITATION;
+                }
+                _ => {}
+            }
+        }
+        if extensions && let Some(p) = self.peers.get_mut(peer) {
+            p.set_speaks_rfc6081();
+        }
+        if solicited && self.reply_allowed(now, from) {
+            let trailers =
+                BubbleTrailers { discovery: Some(DISCOVERY_ADVERTISEMENT), ..BubbleTrailers::default() };
+            let b = Bubble { src: link.address, dst: *peer, to: from, trailers, from: None };
+            self.push(Pending::Bubble(b));
+            self.stats.advertisements_sent += 1;
+        }
+    }
+
     /// Trusts `peer` at `from` and releases its queue; a full table only means the peer
-    /// is not remembered.
-    fn trust(&mut self, now: Instant, peer: Ipv6Addr, from: SocketAddrV4) {
-        match self.peers.get_or_insert(&peer, now) {
+    /// is not remembered. A `verified` peer (it answered our bubble or echo test) gets an
+    /// entry of the host's own, or leaves the budget of strangers; any other (RFC 4380
+    /// §5.2.3 case 3 by its embedded mapping, which anybody can spoof) is a stranger
+    /// unless the host made its entry (see [`crate::peers`]).
+    fn trust(&mut self, now: Instant, peer: Ipv6Addr, from: SocketAddrV4, verified: bool) {
+        if verified {
+            self.peers.promote(&peer);
+        }
+        let entry = if verified {
+            self.peers.get_or_insert(&peer, now)
+        } else {
+            self.peers.insert_stranger(&peer, now)
+        };
+        match entry {
             Ok((p, _)) => {
                 if !p.is_trusted_from(from) {
                     self.stats.peers_trusted += 1;
                 }
                 p.trust(now, from);
-                if p.has_queue() {
-                    self.peers.release_queue(&peer, from);
-                }
             }
-            Err(_) => self.stats.accepted_unrecorded += 1,
+            Err(_) => {
+                self.stats.accepted_unrecorded += 1;
+                return;
+            }
+        }
+        if self.link().is_some_and(|l| peer.octets()[..4] == l.prefix) {
+            self.note_symmetric_peer(&peer, from);
+        }
+        if let Some(p) = self.peers.get_mut(&peer)
+            && p.has_queue()
+        {
+            let to = p.send_mapping().unwrap_or(from);
+            self.peers.release_queue(&peer, to);
         }
     }
 
@@ -261,20 +607,35 @@ impl Tunnel {
         if !self.peers.contains(&src) && !self.tests.take(now) {
             return self.drop_udp(DropReason::TestRateLimited);
         }
-        let p = match self.peers.get_or_insert(&src, now) {
+        // Unsolicited and unverified: a stranger until its echo test is answered.
+        let p = match self.peers.insert_stranger(&src, now) {
             Ok((p, _)) => p,
             Err(_) => return self.drop_udp(DropReason::TableFull),
         };
         p.used(now);
         match p.check_probe(now) {
-            ProbeCheck::Exhausted => return self.drop_udp(DropReason::PeerUnreachable),
-            ProbeCheck::Wait(_) => {}
+            ProbeCheck::Exhausted => {
+                self.stats.echo_tests_suppressed += 1;
+                return self.drop_udp(DropReason::PeerUnreachable);
+            }
+            ProbeCheck::Wait(_) => self.stats.echo_tests_suppressed += 1,
             ProbeCheck::Send => {
                 p.record_probe(now);
                 let seq = p.probes();
                 self.send_probe(now, src, seq);
             }
         }
+        self.hold_inbound(src, from, ip)
+    }
+
+    /// Holds the packet `ip` from `src` at `from` in `src`'s queue until `src` is verified
+    /// (an echo test answered, or a re-learning bubble: module `relearn`).
+    pub(super) fn hold_inbound(
+        &mut self,
+        src: Ipv6Addr,
+        from: SocketAddrV4,
+        ip: &Ipv6Packet<'_>,
+    ) -> UdpVerdict {
         match self.peers.enqueue(&src, Queued::Inbound { from }, ip.bytes()) {
             Ok(()) => {
                 self.stats.queued_in += 1;

@@ -21,22 +21,25 @@ use crate::wire::ipv6;
 use crate::wire::ipv6::{Ipv6Header, Ipv6Packet};
 use crate::wire::{OriginIndication, TeredoPacket, encap};
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const SERVER2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const A_MAP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 10), 40000);
-const B_MAP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 20), 50000);
-const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 200), 3545);
-const NATIVE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+#[path = "relearn_tests.rs"]
+mod relearn;
 
-fn secs(s: u64) -> Instant {
+pub(super) const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const SERVER2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub(super) const A_MAP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 10), 40000);
+pub(super) const B_MAP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 20), 50000);
+const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 200), 3545);
+pub(super) const NATIVE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+pub(super) fn secs(s: u64) -> Instant {
     Instant::from_secs(s)
 }
 
-fn ms(m: u64) -> Instant {
+pub(super) fn ms(m: u64) -> Instant {
     Instant::from_millis(m)
 }
 
-fn teredo(map: SocketAddrV4, flags: u16) -> Ipv6Addr {
+pub(super) fn teredo(map: SocketAddrV4, flags: u16) -> Ipv6Addr {
     TeredoAddress {
         prefix: TEREDO_PREFIX,
         server: SERVER,
@@ -47,42 +50,42 @@ fn teredo(map: SocketAddrV4, flags: u16) -> Ipv6Addr {
     .to_ipv6()
 }
 
-fn a_addr() -> Ipv6Addr {
+pub(super) fn a_addr() -> Ipv6Addr {
     teredo(A_MAP, 0x1234 & Flags::RANDOM_MASK)
 }
 
-fn b_addr() -> Ipv6Addr {
+pub(super) fn b_addr() -> Ipv6Addr {
     teredo(B_MAP, 0x0567 & Flags::RANDOM_MASK)
 }
 
-fn key(b: u8) -> TokenKey {
+pub(super) fn key(b: u8) -> TokenKey {
     TokenKey::new([b; 32])
 }
 
-fn small_limits() -> Limits {
+pub(super) fn small_limits() -> Limits {
     Limits { peers: PeerLimits { max_peers: 1000, ..PeerLimits::default() }, ..Limits::default() }
 }
 
-fn client(addr: Ipv6Addr, k: u8) -> Tunnel {
+pub(super) fn client(addr: Ipv6Addr, k: u8) -> Tunnel {
     let mut t = Tunnel::new(Role::Client, key(k), small_limits(), Instant::ZERO).unwrap();
     t.set_qualified(Instant::ZERO, addr, SERVER);
     t
 }
 
-fn relay(cone: bool) -> Tunnel {
+pub(super) fn relay(cone: bool) -> Tunnel {
     let c = RelayConfig { cone, ..RelayConfig::default() };
     Tunnel::new(Role::Relay(c), key(9), small_limits(), Instant::ZERO).unwrap()
 }
 
 /// A UDP-in-IPv6 data packet with `marker` repeated in its `len`-byte payload.
-fn data(src: Ipv6Addr, dst: Ipv6Addr, len: u16, marker: u8) -> Vec<u8> {
+pub(super) fn data(src: Ipv6Addr, dst: Ipv6Addr, len: u16, marker: u8) -> Vec<u8> {
     let mut p = Ipv6Header::new(src, dst, 17, 64, len).as_bytes().to_vec();
     p.resize(40 + usize::from(len), marker);
     p
 }
 
 /// Every output of `t`.
-fn drain(t: &mut Tunnel, now: Instant) -> Vec<(Destination, Vec<u8>)> {
+pub(super) fn drain(t: &mut Tunnel, now: Instant) -> Vec<(Destination, Vec<u8>)> {
     let mut buf = [0u8; 1500];
     let mut out = vec![];
     while let Some(tx) = t.poll_transmit(now, &mut buf) {
@@ -147,6 +150,7 @@ impl Net {
                     self.in_flight.push_back((at, to, bytes));
                 }
                 Destination::Tun => self.tun_write(at, now, bytes),
+                Destination::UdpFrom { .. } => panic!("no random port in these tests"),
             }
         }
     }
@@ -245,12 +249,26 @@ fn client_to_client_bubbles_then_trusted_then_data() {
     let p1 = data(a_addr(), b_addr(), 100, 0xa1);
     assert_eq!(net.node(A_MAP).handle_tun_packet(secs(1), &p1), TunVerdict::Queued);
     // Exactly a direct bubble to B's mapping and an indirect one through B's server.
+    // The direct one comes from A's Teredo address, the indirect ones from A's keyed
+    // link-local source for B (Miredo's scheme) and from A's address (RFC 6081).
     let out = drain(net.node(A_MAP), secs(1));
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 3);
     let mut expected = [0u8; 40];
     ipv6::emit_bubble(&mut expected, a_addr(), b_addr(), BUBBLE_HOP_LIMIT).unwrap();
     assert_eq!(out[0], (Destination::Udp(B_MAP), expected.to_vec()));
-    assert_eq!(out[1], (Destination::Udp(SocketAddrV4::new(SERVER, 3544)), expected.to_vec()));
+    // The indirect one carries A's nonce for B (RFC 6081 §4.2).
+    let token = key(1).bubble_source(*B_MAP.ip(), B_MAP.port());
+    ipv6::emit_bubble(&mut expected, token, b_addr(), BUBBLE_HOP_LIMIT).unwrap();
+    let nonce = key(1).bubble_nonce(&b_addr());
+    let mut with_nonce = expected.to_vec();
+    with_nonce.extend_from_slice(&[0x01, 0x04]);
+    with_nonce.extend_from_slice(&nonce);
+    assert_eq!(out[1], (Destination::Udp(SocketAddrV4::new(SERVER, 3544)), with_nonce));
+    ipv6::emit_bubble(&mut expected, a_addr(), b_addr(), BUBBLE_HOP_LIMIT).unwrap();
+    let mut with_nonce = expected.to_vec();
+    with_nonce.extend_from_slice(&[0x01, 0x04]);
+    with_nonce.extend_from_slice(&nonce);
+    assert_eq!(out[2], (Destination::Udp(SocketAddrV4::new(SERVER, 3544)), with_nonce));
     for (d, b) in out {
         let Destination::Udp(to) = d else { panic!() };
         net.in_flight.push_back((A_MAP, to, b));
@@ -262,11 +280,14 @@ fn client_to_client_bubbles_then_trusted_then_data() {
     assert_eq!(net.node(A_MAP).peers().get(&b_addr()).unwrap().mapping(), Some(B_MAP));
     assert_eq!(net.node(B_MAP).peers().get(&a_addr()).unwrap().mapping(), Some(A_MAP));
     // The server relayed the indirect bubble to B with A's mapping as origin, and B
-    // answered A directly with a bubble from B to A.
+    // answered A directly with a bubble from B to A's token.
     let relayed = net.log.iter().find(|(f, t, _)| f.ip() == &SERVER && *t == B_MAP).unwrap();
     assert_eq!(parse(&relayed.2).origin, Some(OriginIndication { addr: *A_MAP.ip(), port: A_MAP.port() }));
     let mut reply = [0u8; 40];
-    ipv6::emit_bubble(&mut reply, b_addr(), a_addr(), BUBBLE_HOP_LIMIT).unwrap();
+    ipv6::emit_bubble(&mut reply, b_addr(), token, BUBBLE_HOP_LIMIT).unwrap();
+    let mut reply = reply.to_vec();
+    reply.extend_from_slice(&[0x01, 0x04]);
+    reply.extend_from_slice(&nonce);
     assert!(net.log.iter().any(|(f, t, b)| *f == B_MAP && *t == A_MAP && b[..] == reply[..]));
     // Now the fast path in both directions.
     let p2 = data(a_addr(), b_addr(), 500, 0xa2);
@@ -277,7 +298,7 @@ fn client_to_client_bubbles_then_trusted_then_data() {
     assert_eq!(net.tun.get(&B_MAP).unwrap(), &vec![p1, p2]);
     assert_eq!(net.tun.get(&A_MAP).unwrap(), &vec![p3]);
     let s = net.node(A_MAP).stats();
-    assert_eq!((s.sent, s.queued_out, s.released_out, s.bubbles_sent), (1, 1, 1, 2));
+    assert_eq!((s.sent, s.queued_out, s.released_out, s.bubbles_sent), (1, 1, 1, 3));
     assert_eq!(s.drops.total(), 0);
 }
 
@@ -318,13 +339,14 @@ fn bubbles_are_rate_limited_then_unreachable() {
         }
         net.tick(now);
         for (f, _, b) in &net.log[before..] {
-            if *f == A_MAP && b.len() == 40 {
+            if *f == A_MAP && TeredoPacket::parse(b).is_ok_and(|d| d.ipv6.is_bubble()) {
                 bubble_times.push(t);
             }
         }
     }
-    // Four pairs of bubbles, 2 s apart, then nothing.
-    assert_eq!(bubble_times, [0, 0, 2000, 2000, 4000, 4000, 6000, 6000]);
+    // Four sets of bubbles (direct, indirect from the token, indirect from the address),
+    // 2 s apart, then nothing.
+    assert_eq!(bubble_times, [0, 0, 0, 2000, 2000, 2000, 4000, 4000, 4000, 6000, 6000, 6000]);
     // 2 s after the 4th pair the queue is dropped with unreachables; later packets are
     // refused with one.
     assert_eq!(unreachables.first(), Some(&8000));
@@ -339,8 +361,8 @@ fn bubbles_are_rate_limited_then_unreachable() {
         }
     }
     let s = net.node(A_MAP).stats();
-    assert_eq!(s.bubbles_sent, 8);
-    // 8 packets queued (one per second until the 4th pair + 2 s), every later one refused.
+    assert_eq!(s.bubbles_sent, 12);
+    // 8 packets queued (one per second until the 4th set + 2 s), every later one refused.
     assert_eq!(s.queued_out, 8);
     assert_eq!(s.unreachables_sent as usize, tun.len());
     assert_eq!(s.drops.get(DropReason::PeerUnreachable), 8 + 13);
@@ -407,11 +429,15 @@ fn client_rules_from_the_tun() {
     bad_server[4..8].copy_from_slice(&[127, 0, 0, 1]);
     let v = c.handle_tun_packet(secs(1), &data(a_addr(), Ipv6Addr::from(bad_server), 10, 0));
     assert_eq!(v, TunVerdict::Drop(DropReason::DestinationNotGlobal));
+    // Mapped port 0 (found by the tunnel_client fuzz target: a direct bubble went there).
+    let port0 = teredo(SocketAddrV4::new(*B_MAP.ip(), 0), 0);
+    let v = c.handle_tun_packet(secs(1), &data(a_addr(), port0, 10, 0));
+    assert_eq!(v, TunVerdict::Drop(DropReason::DestinationNotGlobal));
     assert!(drain(&mut c, secs(1)).is_empty());
     // The peer's cone bit is ignored: a cone peer still gets bubbles and a queue.
     let cone = teredo(B_MAP, Flags::CONE);
     assert_eq!(c.handle_tun_packet(secs(1), &data(a_addr(), cone, 10, 0)), TunVerdict::Queued);
-    assert_eq!(drain(&mut c, secs(1)).len(), 2);
+    assert_eq!(drain(&mut c, secs(1)).len(), 3);
     // A new address empties the list of peers.
     assert_eq!(c.peers().len(), 1);
     c.set_qualified(secs(2), b_addr(), SERVER);
@@ -451,6 +477,47 @@ fn echo_test_to_a_native_host_through_a_relay() {
     assert_eq!(net.tun.get(&A_MAP).unwrap(), &vec![back]);
 }
 
+/// RFC 4380 §5.2.9 repeated ([`super::RETEST_AFTER`]): the native host's
+/// route to 2001::/32 moves to another relay (anycast) and the first one goes silent; the
+/// client, still sending, tests the host again and moves to the relay that answers.
+#[test]
+fn a_silent_native_peer_is_tested_again_and_moves_to_the_live_relay() {
+    let relay2 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 201), 3545);
+    let mut net = two_clients();
+    net.nodes.insert(RELAY, relay(true));
+    net.nodes.insert(relay2, relay(true));
+    net.relay = Some(RELAY);
+    assert_eq!(net.tun_read(A_MAP, secs(1), data(a_addr(), NATIVE, 30, 1)), TunVerdict::Queued);
+    net.run(secs(1));
+    assert_eq!(net.node(A_MAP).peers().get(&NATIVE).unwrap().mapping(), Some(RELAY));
+    // The first relay dies; the host's route now leads to the second.
+    net.black_holes.push(RELAY);
+    net.relay = Some(relay2);
+    let tests = net.node(A_MAP).stats().echo_tests_sent;
+    // Within RETEST_AFTER of the last reception, packets simply go to the relay.
+    assert_eq!(net.tun_read(A_MAP, secs(3), data(a_addr(), NATIVE, 30, 2)), TunVerdict::Send { dst: RELAY });
+    net.run(secs(3));
+    assert_eq!(net.node(A_MAP).stats().echo_tests_sent, tests);
+    // Past it, the packet still goes to the old relay, and the echo test goes again.
+    assert_eq!(net.tun_read(A_MAP, secs(4), data(a_addr(), NATIVE, 30, 3)), TunVerdict::Send { dst: RELAY });
+    assert_eq!(net.node(A_MAP).stats().echo_retests, 1);
+    assert_eq!(net.node(A_MAP).peers().get(&NATIVE).unwrap().probes(), 0, "outside the §5.2.6 budget");
+    net.tun_read(A_MAP, secs(4), data(a_addr(), NATIVE, 30, 9));
+    assert_eq!(net.node(A_MAP).stats().echo_retests, 1, "at most one per RETEST_AFTER");
+    net.run(secs(4));
+    assert_eq!(net.node(A_MAP).peers().get(&NATIVE).unwrap().mapping(), Some(relay2));
+    let p = data(a_addr(), NATIVE, 30, 4);
+    assert_eq!(net.tun_read(A_MAP, secs(4), p.clone()), TunVerdict::Send { dst: relay2 });
+    net.run(secs(4));
+    assert_eq!(net.native_rx.last().unwrap(), &p);
+    // A live peer is not tested again: its answers keep the mapping fresh.
+    let back = data(NATIVE, a_addr(), 30, 5);
+    assert_eq!(net.tun_read(relay2, secs(6), back), TunVerdict::Send { dst: A_MAP });
+    net.run(secs(6));
+    net.tun_read(A_MAP, secs(8), data(a_addr(), NATIVE, 30, 6));
+    assert_eq!(net.node(A_MAP).stats().echo_retests, 1);
+}
+
 #[test]
 fn inbound_from_an_unverified_relay_waits_for_the_echo_test() {
     let mut a = client(a_addr(), 1);
@@ -471,10 +538,15 @@ fn inbound_from_an_unverified_relay_waits_for_the_echo_test() {
     let n = Icmpv6Repr::EchoReply(forged).emit_packet(&mut buf, NATIVE, a_addr(), 64).unwrap();
     assert_eq!(a.handle_datagram(secs(1), RELAY, &buf[..n]), UdpVerdict::Queued);
     assert!(!a.peers().get(&NATIVE).unwrap().is_trusted());
+    // Nobody asked for it, nothing verified it: a stranger (see `crate::peers`).
+    assert!(a.peers().get(&NATIVE).unwrap().is_stranger());
     let n = Icmpv6Repr::EchoReply(e).emit_packet(&mut buf, NATIVE, a_addr(), 64).unwrap();
     let other = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 77), 3544);
     assert_eq!(a.handle_datagram(secs(2), other, &buf[..n]), UdpVerdict::Consumed);
     assert_eq!(a.peers().get(&NATIVE).unwrap().mapping(), Some(other));
+    // The answered echo test verified it: no longer a stranger.
+    assert!(!a.peers().get(&NATIVE).unwrap().is_stranger());
+    assert_eq!((a.peers().strangers(), a.peers().stats().strangers_promoted), (0, 1));
     assert!(drain(&mut a, secs(2)).is_empty());
     assert_eq!(a.stats().drops.get(DropReason::RelayNotVerified), 2);
     // From the verified relay, delivered.
@@ -502,6 +574,11 @@ fn spoofed_mapping_is_rejected() {
     ipv6::emit_bubble(&mut bubble, b_addr(), a_addr(), 0).unwrap();
     assert_eq!(a.handle_datagram(secs(1), spoofer, &bubble), UdpVerdict::Drop(DropReason::MappingMismatch));
     assert!(a.peers().get(&b_addr()).is_none());
+    // The unproven bubble only makes A solicit B through B's server (RFC 6081 §6.1): no
+    // entry, nothing to the spoofer.
+    let out = drain(&mut a, secs(1));
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(d, _)| *d == Destination::Udp(SocketAddrV4::new(SERVER, 3544))));
     // Once B is trusted at its mapping, a packet claiming B from elsewhere is refused and
     // does not move the mapping.
     assert!(matches!(a.handle_datagram(secs(1), B_MAP, &p), UdpVerdict::Deliver { .. }));
@@ -531,11 +608,15 @@ fn spoofed_mapping_is_rejected() {
 }
 
 #[test]
-fn relay_drops_inbound_from_unknown_peers_and_never_creates_peers() {
+fn relay_trusts_no_unknown_peer_and_its_entries_come_from_outbound_traffic() {
     let mut r = relay(false);
-    // A valid packet from a Teredo client the relay never sent to.
+    // A valid packet from a Teredo client the relay never sent to: held, untrusted (a
+    // stranger, module `relearn`), never delivered as it is.
     let p = data(b_addr(), NATIVE, 10, 0);
-    assert_eq!(r.handle_datagram(secs(1), B_MAP, &p), UdpVerdict::Drop(DropReason::UnknownPeer));
+    assert_eq!(r.handle_datagram(secs(1), B_MAP, &p), UdpVerdict::Queued);
+    assert!(r.peers().get(&b_addr()).is_some_and(|p| !p.is_trusted()));
+    r.handle_timeout(secs(1) + STRANGER_LIFETIME);
+    assert!(r.peers().is_empty());
     let mut bubble = [0u8; 40];
     ipv6::emit_bubble(&mut bubble, b_addr(), NATIVE, 0).unwrap();
     assert_eq!(r.handle_datagram(secs(1), B_MAP, &bubble), UdpVerdict::Drop(DropReason::UnknownPeer));
@@ -545,16 +626,19 @@ fn relay_drops_inbound_from_unknown_peers_and_never_creates_peers() {
         r.handle_datagram(secs(1), B_MAP, &data(NATIVE, b_addr(), 10, 0)),
         UdpVerdict::Drop(DropReason::NotTeredoSource)
     );
-    // Many distinct sources: still no entry.
+    // Many distinct sources: a bounded number of untrusted entries.
     for port in 1..500u16 {
         let m = SocketAddrV4::new(*B_MAP.ip(), port);
         r.handle_datagram(secs(1), m, &data(teredo(m, 0), NATIVE, 10, 0));
     }
+    assert!(r.peers().len() <= small_limits().peers.stranger_budget());
+    assert!(r.peers().iter().all(|p| !p.is_trusted()));
+    r.handle_timeout(secs(20));
+    drain(&mut r, secs(20));
     assert!(r.peers().is_empty());
-    assert_eq!(r.stats().drops.get(DropReason::UnknownPeer), 501);
     // Outbound traffic creates the entry; then the client's answer is accepted.
-    assert_eq!(r.handle_tun_packet(secs(2), &data(NATIVE, b_addr(), 10, 1)), TunVerdict::Queued);
-    let out = drain(&mut r, secs(2));
+    assert_eq!(r.handle_tun_packet(secs(22), &data(NATIVE, b_addr(), 10, 1)), TunVerdict::Queued);
+    let out = drain(&mut r, secs(22));
     // A restricted relay: direct and indirect bubbles from fe80::<token>.
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].0, Destination::Udp(B_MAP));
@@ -563,14 +647,17 @@ fn relay_drops_inbound_from_unknown_peers_and_never_creates_peers() {
     assert_eq!(src.segments()[0], 0xfe80);
     // A spoofed answer is refused, the right one trusts and flushes.
     let spoofer = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 99), 1234);
-    assert_eq!(r.handle_datagram(secs(2), spoofer, &bubble), UdpVerdict::Drop(DropReason::MappingMismatch));
-    assert_eq!(r.handle_datagram(secs(2), B_MAP, &bubble), UdpVerdict::Consumed);
-    assert_eq!(drain(&mut r, secs(2)), vec![(Destination::Udp(B_MAP), data(NATIVE, b_addr(), 10, 1))]);
-    assert!(matches!(r.handle_datagram(secs(3), B_MAP, &p), UdpVerdict::Deliver { .. }));
-    assert_eq!(r.handle_tun_packet(secs(3), &data(NATIVE, b_addr(), 10, 1)), TunVerdict::Send { dst: B_MAP });
+    assert_eq!(r.handle_datagram(secs(22), spoofer, &bubble), UdpVerdict::Drop(DropReason::MappingMismatch));
+    assert_eq!(r.handle_datagram(secs(22), B_MAP, &bubble), UdpVerdict::Consumed);
+    assert_eq!(drain(&mut r, secs(22)), vec![(Destination::Udp(B_MAP), data(NATIVE, b_addr(), 10, 1))]);
+    assert!(matches!(r.handle_datagram(secs(23), B_MAP, &p), UdpVerdict::Deliver { .. }));
+    assert_eq!(
+        r.handle_tun_packet(secs(23), &data(NATIVE, b_addr(), 10, 1)),
+        TunVerdict::Send { dst: B_MAP }
+    );
     // Outside the prefix: unreachable.
     assert_eq!(
-        r.handle_tun_packet(secs(3), &data(b_addr(), NATIVE, 10, 1)),
+        r.handle_tun_packet(secs(23), &data(b_addr(), NATIVE, 10, 1)),
         TunVerdict::Drop(DropReason::NotTeredoDestination)
     );
     // A cone relay sends only the indirect bubble.
@@ -579,6 +666,76 @@ fn relay_drops_inbound_from_unknown_peers_and_never_creates_peers() {
     let out = drain(&mut c, secs(1));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, Destination::Udp(SocketAddrV4::new(SERVER, 3544)));
+}
+
+/// A peer behind a symmetric NAT answers a relay's keyed bubble from a mapping other than
+/// the one its address embeds (Miredo's `CheckBubble`): the relay trusts it there, and a
+/// bubble to the wrong token, or a datagram that is not a bubble, from that mapping is
+/// refused.
+#[test]
+fn relay_trusts_reply_bubble_to_its_token_from_another_mapping() {
+    for cone in [false, true] {
+        let mut r = relay(cone);
+        let held = data(NATIVE, b_addr(), 10, 1);
+        assert_eq!(r.handle_tun_packet(secs(1), &held), TunVerdict::Queued);
+        let out = drain(&mut r, secs(1));
+        let (indirect, _) = Ipv6Packet::parse(&out.last().unwrap().1).unwrap();
+        let token = indirect.src();
+        assert_eq!(token, key(9).bubble_source(*B_MAP.ip(), B_MAP.port()));
+        let symmetric = SocketAddrV4::new(*B_MAP.ip(), 61000);
+        let mut bubble = [0u8; 40];
+        ipv6::emit_bubble(&mut bubble, b_addr(), "fe80::1".parse().unwrap(), 255).unwrap();
+        assert_eq!(
+            r.handle_datagram(secs(1), symmetric, &bubble),
+            UdpVerdict::Drop(DropReason::MappingMismatch)
+        );
+        let p = data(b_addr(), token, 10, 0);
+        assert_eq!(r.handle_datagram(secs(1), symmetric, &p), UdpVerdict::Drop(DropReason::MappingMismatch));
+        // Another peer's token does not do either.
+        let other = key(9).bubble_source(*B_MAP.ip(), B_MAP.port() + 1);
+        ipv6::emit_bubble(&mut bubble, b_addr(), other, 255).unwrap();
+        assert_eq!(
+            r.handle_datagram(secs(1), symmetric, &bubble),
+            UdpVerdict::Drop(DropReason::MappingMismatch)
+        );
+        ipv6::emit_bubble(&mut bubble, b_addr(), token, 255).unwrap();
+        assert_eq!(r.handle_datagram(secs(1), symmetric, &bubble), UdpVerdict::Consumed);
+        assert_eq!(r.peers().get(&b_addr()).unwrap().mapping(), Some(symmetric));
+        assert_eq!(drain(&mut r, secs(1)), vec![(Destination::Udp(symmetric), held)]);
+        assert_eq!(r.stats().bubbles_verified, 1);
+        assert_eq!(
+            r.handle_tun_packet(secs(2), &data(NATIVE, b_addr(), 10, 2)),
+            TunVerdict::Send { dst: symmetric }
+        );
+    }
+}
+
+/// The same for a client: B, behind a symmetric NAT, answers A's indirect bubble from a
+/// new mapping; A trusts B there and releases what it queued.
+#[test]
+fn client_trusts_reply_bubble_to_its_token_from_another_mapping() {
+    let mut a = client(a_addr(), 1);
+    let held = data(a_addr(), b_addr(), 10, 3);
+    assert_eq!(a.handle_tun_packet(secs(1), &held), TunVerdict::Queued);
+    let out = drain(&mut a, secs(1));
+    assert_eq!(out.len(), 3);
+    let (indirect, _) = Ipv6Packet::parse(&out[1].1).unwrap();
+    let token = indirect.src();
+    let symmetric = SocketAddrV4::new(*B_MAP.ip(), 61000);
+    let mut bubble = [0u8; 40];
+    ipv6::emit_bubble(&mut bubble, b_addr(), a_addr(), 255).unwrap();
+    assert_eq!(a.handle_datagram(secs(1), symmetric, &bubble), UdpVerdict::Drop(DropReason::MappingMismatch));
+    ipv6::emit_bubble(&mut bubble, b_addr(), token, 255).unwrap();
+    assert_eq!(a.handle_datagram(secs(1), symmetric, &bubble), UdpVerdict::Consumed);
+    assert_eq!(a.peers().get(&b_addr()).unwrap().mapping(), Some(symmetric));
+    // A direct bubble to the mapping learnt tells B that A trusts it, then the packet.
+    let mut ack = [0u8; 40];
+    ipv6::emit_bubble(&mut ack, a_addr(), b_addr(), BUBBLE_HOP_LIMIT).unwrap();
+    assert_eq!(
+        drain(&mut a, secs(1)),
+        vec![(Destination::Udp(symmetric), ack.to_vec()), (Destination::Udp(symmetric), held)]
+    );
+    assert_eq!(a.stats().bubbles_verified, 1);
 }
 
 #[test]
@@ -604,7 +761,8 @@ fn queue_is_bounded_and_flushed_in_arrival_order() {
         })
         .collect();
     assert_eq!(markers, [0, 1, 2, 3, 4, 5]);
-    // The global budget: many destinations, each with a packet, stop at the budget.
+    // The global budget: many destinations, each with a packet, share it (a new one takes
+    // the room of another's packet, see `crate::peers`): it is never exceeded.
     let limits = Limits {
         peers: PeerLimits {
             max_peers: 1000,
@@ -623,8 +781,13 @@ fn queue_is_bounded_and_flushed_in_arrival_order() {
         }
         drain(&mut c, secs(1));
     }
-    assert_eq!(queued, 50);
-    assert_eq!(c.stats().drops.get(DropReason::QueueBudget), 149);
+    assert_eq!(queued, 199);
+    assert_eq!(c.stats().drops.get(DropReason::QueueBudget), 0);
+    assert_eq!(c.peers().stats().queue_evicted, 149);
+    let holding = (1..200u16)
+        .filter(|&port| c.peers().queue_len(&teredo(SocketAddrV4::new(*B_MAP.ip(), port), 0)).0 == 1)
+        .count();
+    assert_eq!(holding, 50);
     assert!(c.peers().queued_bytes() <= limits.peers.queue_bytes_total);
 }
 
@@ -698,7 +861,13 @@ fn input() -> impl Strategy<Value = Input> {
 
 /// A datagram of the given kind: 0 bubble, 1 data, 2 echo reply with junk data, 3 an
 /// unreachable carrying junk.
-fn datagram(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, origin: Option<SocketAddrV4>, junk: &[u8]) -> Vec<u8> {
+pub(super) fn datagram(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    kind: u8,
+    origin: Option<SocketAddrV4>,
+    junk: &[u8],
+) -> Vec<u8> {
     let mut out = vec![];
     if let Some(o) = origin {
         let mut b = [0u8; 8];
@@ -729,7 +898,8 @@ proptest! {
 
     /// Arbitrary inputs at arbitrary times never panic, and never make a peer trusted
     /// unless the mapping is the one embedded in its Teredo address (no echo token can be
-    /// forged, so no native peer is ever trusted here), and never let a relay create peers.
+    /// forged, so no native peer is ever trusted here), and never let a relay trust a peer
+    /// that inbound traffic made.
     #[test]
     fn arbitrary_inputs_never_panic_nor_trust_wrongly(inputs in proptest::collection::vec(input(), 1..60)) {
         let eps = endpoints();
@@ -777,8 +947,12 @@ proptest! {
                     }
                 }
             }
+            // Inbound traffic makes only strangers (untrusted here: no proof can be
+            // forged), a bounded number of them.
+            prop_assert!(r.relearning() <= small_limits().peers.stranger_budget());
             for p in r.peers().iter() {
-                prop_assert!(relay_sent_to.contains(&p.address()), "relay created {} on inbound", p.address());
+                let inbound = !relay_sent_to.contains(&p.address());
+                prop_assert!(!inbound || r.is_relearning(&p.address()) && !p.is_trusted(), "relay trusted {} on inbound", p.address());
             }
         }
     }
@@ -815,4 +989,78 @@ fn drop_reasons_index_their_counters() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), DropReason::ALL.len());
+}
+
+/// A datagram from UDP port 0 (or an unspecified, multicast or broadcast IPv4 source) is
+/// dropped before anything else, even when its source embeds that very mapping: nothing
+/// is trusted at, or answered to, such a source.
+#[test]
+fn sources_that_no_peer_has_are_dropped() {
+    for from in [
+        SocketAddrV4::new(*B_MAP.ip(), 0),
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4000),
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 4000),
+        SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), 4000),
+    ] {
+        let mut a = client(a_addr(), 1);
+        let src = teredo(from, 0);
+        let mut bubble = [0u8; 40];
+        ipv6::emit_bubble(&mut bubble, src, a_addr(), 255).unwrap();
+        assert_eq!(
+            a.handle_datagram(secs(1), from, &bubble),
+            UdpVerdict::Drop(DropReason::BadSource),
+            "{from}"
+        );
+        assert!(a.peers().is_empty());
+        assert!(drain(&mut a, secs(1)).is_empty());
+        let mut r = relay(false);
+        assert_eq!(r.handle_datagram(secs(1), from, &bubble), UdpVerdict::Drop(DropReason::BadSource));
+    }
+}
+
+/// An indirect bubble from a Teredo client whose address embeds a server that is not
+/// global unicast (127.0.0.1, 0.0.0.0) gets a direct answer to its origin, but no indirect
+/// bubbles to that server (found by the tunnel_client fuzz target: they went to
+/// 0.0.0.0:3544).
+#[test]
+fn no_indirect_bubble_to_a_server_that_is_not_global() {
+    for server in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
+        let mut a = client(a_addr(), 1);
+        let peer = TeredoAddress {
+            prefix: TEREDO_PREFIX,
+            server,
+            flags: Flags(0),
+            mapped_port: B_MAP.port(),
+            mapped_addr: *B_MAP.ip(),
+        }
+        .to_ipv6();
+        let o = OriginIndication { addr: *B_MAP.ip(), port: B_MAP.port() };
+        let mut d = vec![0u8; 8];
+        encap::emit_headers(&mut d, None, Some(&o)).unwrap();
+        let mut b = [0u8; 40];
+        ipv6::emit_bubble(&mut b, peer, a_addr(), BUBBLE_HOP_LIMIT).unwrap();
+        d.extend_from_slice(&b);
+        d.extend_from_slice(&[0x01, 0x04, 1, 2, 3, 4]);
+        let v = a.handle_datagram(secs(1), SocketAddrV4::new(SERVER, 3544), &d);
+        assert_eq!(v, UdpVerdict::Consumed);
+        let out = drain(&mut a, secs(1));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].0, Destination::Udp(B_MAP));
+    }
+}
+
+/// An indirect bubble relayed by our server with an origin indication of port 0 gets no
+/// reply bubble there (found by the tunnel_client fuzz target).
+#[test]
+fn no_reply_bubble_to_an_origin_of_port_0() {
+    let mut a = client(a_addr(), 1);
+    let o = OriginIndication { addr: *B_MAP.ip(), port: 0 };
+    let mut d = vec![0u8; 8];
+    encap::emit_headers(&mut d, None, Some(&o)).unwrap();
+    let mut b = [0u8; 40];
+    ipv6::emit_bubble(&mut b, b_addr(), a_addr(), BUBBLE_HOP_LIMIT).unwrap();
+    d.extend_from_slice(&b);
+    let v = a.handle_datagram(secs(1), SocketAddrV4::new(SERVER, 3544), &d);
+    assert_eq!(v, UdpVerdict::Consumed);
+    assert!(drain(&mut a, secs(1)).iter().all(|(d, _)| !matches!(d, Destination::Udp(to) if to.port() == 0)));
 }

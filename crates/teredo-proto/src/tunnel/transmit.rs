@@ -7,6 +7,13 @@ use std::net::Ipv6Addr;
 use zerocopy::FromBytes;
 
 use super::{DropReason, Mode, TunVerdict, Tunnel};
+
+/// How long a client's native peer may stay silent, while packets go to it, before the
+/// direct IPv6 connectivity test is repeated ([`Tunnel::handle_tun_packet`]). Miredo keeps
+/// sending to the relay until the peer's entry expires, 30 s after the last reception;
+/// this moves a flow off a dead relay within a few seconds. A flow that only sends (no
+/// answer at all) costs one echo test per few seconds.
+pub const RETEST_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 use crate::address::{TeredoAddress, is_global_unicast};
 use crate::peers::{ProbeCheck, QueueError, Queued};
 use crate::time::Instant;
@@ -38,9 +45,39 @@ impl Tunnel {
         {
             p.used(now);
             self.stats.sent += 1;
+            let extended = p.is_extended();
+            let stale = p.since_reception(now) >= RETEST_AFTER && p.since_probe(now) >= RETEST_AFTER;
+            if extended {
+                // RFC 6081 §5.3.4.3, §5.4.4.1: the embedded mapping, or a random socket.
+                return self.send_extended(now, &dst, mapping);
+            }
+            if stale {
+                self.retest(now, dst);
+            }
             return TunVerdict::Send { dst: mapping };
         }
         self.transmit_slow(now, h, packet)
+    }
+
+    /// A client's native peer has sent nothing through its relay for [`RETEST_AFTER`]
+    /// while we keep sending to it: the relay may be dead, or the IPv6 route to us may
+    /// have moved to another relay (anycast). The direct IPv6 connectivity test (RFC 4380
+    /// §5.2.9) is repeated, at most once per [`RETEST_AFTER`], while packets still go to
+    /// the current relay; the relay whose answer arrives (through the server, then from
+    /// the relay that now carries the peer's traffic to us) becomes the peer's mapping.
+    /// These repetitions last only while the mapping is valid (30 s after the last
+    /// reception: at most 10) and do not count in the budget of §5.2.6, which is whole
+    /// for the tests of the slow path once the mapping lapses. Teredo peers are left
+    /// alone: their mapping is their own.
+    fn retest(&mut self, now: Instant, dst: Ipv6Addr) {
+        let Mode::Client(Some(link)) = self.mode else { return };
+        if dst.octets()[..4] == link.prefix {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&dst) else { return };
+        p.record_retest(now);
+        self.stats.echo_retests += 1;
+        self.send_probe(now, dst, 0);
     }
 
     fn drop_tun(&mut self, r: DropReason) -> TunVerdict {
@@ -71,10 +108,22 @@ impl Tunnel {
         // Cases 4 and 5 (client), 2 and 3 (relay): the cone bit is ignored (RFC 5991
         // §3.2), so always case 5 / case 3.
         let t = TeredoAddress::from_octets(&o);
-        if !is_global_unicast(t.server) || !is_global_unicast(t.mapped_addr) {
+        // Port 0 is no mapping a NAT gives: a direct bubble or packet would go nowhere.
+        if !is_global_unicast(t.server) || !is_global_unicast(t.mapped_addr) || t.mapped_port == 0 {
             return self.drop_tun(DropReason::DestinationNotGlobal);
         }
+        self.adopt_stranger(&dst);
         self.queue_and_probe(now, dst, packet)
+    }
+
+    /// Counts a probe for `dst` that the per-destination budget (RFC 4380 §5.2.6) held
+    /// back: a bubble for a Teredo peer, an echo test for a native one.
+    fn count_suppressed_probe(&mut self, dst: &Ipv6Addr) {
+        if self.teredo_prefix().is_some_and(|p| dst.octets()[..4] == p) {
+            self.stats.bubbles_suppressed += 1;
+        } else {
+            self.stats.echo_tests_suppressed += 1;
+        }
     }
 
     /// Queues `packet` for `dst` and sends bubbles or an echo test when RFC 4380 §5.2.6
@@ -87,10 +136,13 @@ impl Tunnel {
         p.used(now);
         match p.check_probe(now) {
             ProbeCheck::Exhausted => {
+                self.count_suppressed_probe(&dst);
+                // No timer gives up on a Teredo peer: the first packet refused does.
+                self.give_up(now, &dst);
                 self.unreachable(now, UNREACH_ADDRESS, packet);
                 return self.drop_tun(DropReason::PeerUnreachable);
             }
-            ProbeCheck::Wait(_) => {}
+            ProbeCheck::Wait(_) => self.count_suppressed_probe(&dst),
             ProbeCheck::Send => {
                 p.record_probe(now);
                 let seq = p.probes();

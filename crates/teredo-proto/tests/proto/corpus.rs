@@ -41,3 +41,28 @@ fn address_corpus() {
 fn offload_corpus() {
     replay("offload", teredo_proto::fuzz::offload);
 }
+
+#[test]
+fn tunnel_client_corpus() {
+    replay("tunnel_client", teredo_proto::fuzz::tunnel_client);
+}
+
+#[test]
+fn tunnel_relay_corpus() {
+    replay("tunnel_relay", teredo_proto::fuzz::tunnel_relay);
+}
+
+#[test]
+fn endpoint_corpus() {
+    replay("endpoint", teredo_proto::fuzz::endpoint);
+}
+
+#[test]
+fn server_corpus() {
+    replay("server", teredo_proto::fuzz::server);
+}
+
+#[test]
+fn coalescer_corpus() {
+    replay("coalescer", teredo_proto::fuzz::coalescer);
+}

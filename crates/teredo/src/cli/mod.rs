@@ -1,18 +1,23 @@
-//! The `teredo` command line (clap derive): the subcommands and their dispatch.
+//! The `teredo` command line (clap derive): the subcommands and their dispatch, and
+//! Miredo's program names as entry points of the same binary ([`miredo`]).
 //!
 //! Exit status, as Miredo's (miredo-facts §1.2): 0 on success, 1 when the subcommand
 //! fails, 2 for bad command-line syntax (clap exits with 2 itself).
 
 mod address;
 mod check_config;
+mod drain;
+pub mod miredo;
 mod status;
 
+use std::ffi::OsString;
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
 pub use address::AddressArgs;
 pub use check_config::CheckConfigArgs;
+pub use drain::DrainArgs;
 pub use status::StatusArgs;
 
 /// Exit status of a successful subcommand.
@@ -64,6 +69,28 @@ pub enum Command {
     /// in for its state, address, mapping, NAT, peers and counters, through its control
     /// socket (only root and the daemon's own user may). Exit status 1 when none answers.
     Status(StatusArgs),
+    /// Withdraw the route of every relay of this network namespace, for maintenance.
+    ///
+    /// The relay deletes its route to the served prefix (2001::/32), so that the routing
+    /// daemon that exports it (BIRD, FRR) stops announcing this relay, while it keeps
+    /// serving the flows that still arrive; `teredo status` then says "drained". Lasts
+    /// until `teredo undrain` or a restart. Exit status 1 when no relay answers.
+    Drain(DrainArgs),
+    /// Put back the route of every drained relay of this network namespace.
+    ///
+    /// The route returns as soon as the relay is healthy (its packet path runs and, when it
+    /// probes servers, one of them answers). Exit status 1 when no relay answers.
+    Undrain(DrainArgs),
+}
+
+/// Runs the whole command line `args` (`argv[0]` first, which chooses the entry point, see
+/// [`miredo`]) and returns the exit status. A bad command line exits the process with 2,
+/// `--help` and `--version` with 0 (clap).
+pub fn main(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match args.first().map_or(miredo::EntryPoint::Teredo, |a| miredo::EntryPoint::from_argv0(a)) {
+        miredo::EntryPoint::Teredo => run(&Cli::parse_from(args), out, err),
+        entry => miredo::run(entry, args, out, err),
+    }
 }
 
 /// Runs the subcommand, writing results to `out` and problems to `err`, and returns the
@@ -75,6 +102,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Server(args) => Ok(crate::daemon::server::run(args)),
         Command::Run(args) => Ok(crate::daemon::run::run(args)),
         Command::Status(args) => status::run(args, out, err),
+        Command::Drain(args) => drain::run(args, true, out, err),
+        Command::Undrain(args) => drain::run(args, false, out, err),
     };
     result.unwrap_or(EXIT_FAILURE)
 }

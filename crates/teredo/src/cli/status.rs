@@ -28,13 +28,13 @@ pub struct StatusArgs {
     pub peers: bool,
 }
 
-/// Asks daemon `pid` for its status object.
-fn ask(pid: u32, peers: bool) -> Result<Value, String> {
+/// Asks daemon `pid` for its status object (`request` "status" or "status peers"), or
+/// anything else its control socket answers (a relay's "drain").
+pub(super) fn ask(pid: u32, request: &str) -> Result<Value, String> {
     let mut s = control::connect(pid).map_err(|e| format!("daemon {pid}: {e}"))?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.write_all(if peers { b"status peers\n" } else { b"status\n" })
-        .map_err(|e| format!("daemon {pid}: {e}"))?;
+    s.write_all(format!("{request}\n").as_bytes()).map_err(|e| format!("daemon {pid}: {e}"))?;
     let mut text = String::new();
     s.take(MAX_ANSWER).read_to_string(&mut text).map_err(|e| format!("daemon {pid}: {e}"))?;
     let v: Value =
@@ -45,26 +45,43 @@ fn ask(pid: u32, peers: bool) -> Result<Value, String> {
     }
 }
 
-/// Runs `teredo status`.
-pub(super) fn run(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u8> {
+/// The answers of the daemons of this network namespace: `one(pid)` asks one (`None`
+/// leaves it out); each failure is reported on `err` after `who`. `None` (reported too)
+/// when no daemon answered, `what` naming the kind looked for ("daemon", "relay").
+pub(super) fn ask_all(
+    who: &str,
+    what: &str,
+    err: &mut dyn Write,
+    mut one: impl FnMut(u32) -> Option<Result<Value, String>>,
+) -> io::Result<Option<Vec<Value>>> {
     let pids = match control::discover() {
         Ok(p) => p,
         Err(e) => {
-            writeln!(err, "teredo status: cannot list the control sockets: {e}")?;
-            return Ok(EXIT_FAILURE);
+            writeln!(err, "{who}: cannot list the control sockets: {e}")?;
+            return Ok(None);
         }
     };
     let mut found = Vec::new();
     for pid in pids {
-        match ask(pid, args.peers) {
-            Ok(v) => found.push(v),
-            Err(e) => writeln!(err, "teredo status: {e}")?,
+        match one(pid) {
+            Some(Ok(v)) => found.push(v),
+            Some(Err(e)) => writeln!(err, "{who}: {e}")?,
+            None => {}
         }
     }
     if found.is_empty() {
-        writeln!(err, "teredo status: no teredo daemon answered in this network namespace")?;
-        return Ok(EXIT_FAILURE);
+        writeln!(err, "{who}: no teredo {what} answered in this network namespace")?;
+        return Ok(None);
     }
+    Ok(Some(found))
+}
+
+/// Runs `teredo status`.
+pub(super) fn run(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u8> {
+    let request = if args.peers { "status peers" } else { "status" };
+    let Some(found) = ask_all("teredo status", "daemon", err, |pid| Some(ask(pid, request)))? else {
+        return Ok(EXIT_FAILURE);
+    };
     if args.json {
         writeln!(out, "{}", Value::Array(found))?;
     } else {
@@ -87,6 +104,28 @@ fn text(v: Option<&Value>, absent: &str) -> String {
     }
 }
 
+/// A relay's `health` object in one line: "healthy, route announced (why)".
+pub(super) fn health(h: &Value) -> String {
+    let mut words = vec![if h["healthy"] == Value::Bool(true) { "healthy" } else { "unhealthy" }];
+    if h["drained"] == Value::Bool(true) {
+        words.push("drained");
+    }
+    format!("{}, route {} ({})", words.join(", "), text(h.get("route"), "?"), text(h.get("reason"), "?"))
+}
+
+/// One probed server in one line.
+fn probe(p: &Value) -> String {
+    let rtt = p["rtt_ms"].as_f64().map_or(String::new(), |r| format!(", round trip {r:.1} ms"));
+    format!(
+        "{} {} (answered {}, unanswered {}, {} missed in a row{rtt})",
+        text(p.get("address"), "?"),
+        if p["reachable"] == Value::Bool(true) { "reachable" } else { "unreachable" },
+        text(p.get("answered"), "0"),
+        text(p.get("unanswered"), "0"),
+        text(p.get("missed_in_a_row"), "0"),
+    )
+}
+
 /// One daemon's status as text.
 pub(super) fn plain(v: &Value) -> String {
     let s = |k: &str| text(v.get(k), "none");
@@ -103,11 +142,21 @@ pub(super) fn plain(v: &Value) -> String {
             field("server:", format!("{} (secondary {})", s("server"), s("server_secondary")));
             field("mapped:", s("mapped"));
             field("NAT:", s("nat"));
+            let extension = v.get("nat_extension").and_then(Value::as_str).unwrap_or("none");
+            let pp =
+                if v.get("port_preserving") == Some(&Value::Bool(true)) { ", port-preserving" } else { "" };
+            field("traversal:", format!("{extension} (RFC 6081){pp}, UPnP {}", s("upnp")));
             field("MTU:", s("mtu"));
             field("peers:", s("peers"));
         }
         Some("relay") => {
             field("prefix:", s("prefix"));
+            if let Some(h) = v.get("health") {
+                field("health:", health(h));
+                for p in h["servers"].as_array().into_iter().flatten() {
+                    field("probes:", probe(p));
+                }
+            }
             field("workers:", s("workers"));
             field("peers:", s("peers"));
         }
@@ -166,9 +215,29 @@ mod tests {
         let t = plain(&v);
         assert!(t.starts_with("teredo client (pid 7, up 3 s, interface teredo)\n"), "{t}");
         assert!(t.contains("  state:      qualified\n"), "{t}");
+        assert!(t.contains("  traversal:  none (RFC 6081), UPnP none\n"), "{t}");
         assert!(t.contains("  counters:   sent 2\n"), "{t}");
         assert!(
             t.contains("peer 2001:db8::1\n    mapping: 192.0.2.9:3544, trusted, last seen 0.2 s ago"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn plain_relay_health() {
+        let v = json!({"role": "relay", "pid": 8, "uptime_s": 9, "prefix": "2001::/32", "workers": 2, "peers": 0,
+            "config": "r.conf", "counters": {},
+            "health": {"healthy": false, "route": "withdrawn", "drained": false, "packet_path": true,
+                "reason": "no server answers its probes (192.0.2.1 missed 3 in a row)",
+                "servers": [{"address": "192.0.2.1", "reachable": false, "answered": 4, "unanswered": 3,
+                    "missed_in_a_row": 3, "last_answer_s": 9.5, "rtt_ms": 0.25}]}});
+        let t = plain(&v);
+        assert!(
+            t.contains("  health:     unhealthy, route withdrawn (no server answers its probes (192.0.2.1 missed 3 in a row))\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  probes:     192.0.2.1 unreachable (answered 4, unanswered 3, 3 missed in a row, round trip 0.2 ms)\n"),
             "{t}"
         );
     }

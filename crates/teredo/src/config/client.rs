@@ -2,6 +2,7 @@
 //! (RFC 4380 §5.4), with the directives and defaults of miredo-facts §1.5.
 
 use super::Parsed;
+use super::client_keys::ClientKey;
 use super::directive::{Directive, FileKind};
 use super::host::Host;
 use super::log_level::LogLevel;
@@ -10,8 +11,8 @@ use super::reader::{Reader, Taken};
 use super::relay_type::RelayType;
 use super::syslog::SyslogFacility;
 use super::value::{
-    MIN_MTU, parse_hook_path, parse_interface_name, parse_max_peers, parse_mtu, parse_socket_address,
-    parse_u16,
+    MIN_MTU, parse_bool, parse_bubble_rate, parse_client_identifier, parse_hook_path, parse_interface_name,
+    parse_max_peers, parse_mtu, parse_socket_address, parse_u16,
 };
 
 /// The default `MaxPeers`: 1,048,576 peers, Miredo's limit with libJudy.
@@ -25,6 +26,16 @@ pub struct ClientRelayConfig {
     /// `ServerAddress`, or the server named on the command line: the Teredo server of a
     /// client. Always set for a client, `None` for a relay. A literal is global unicast.
     pub server_address: Option<Host>,
+    /// The other servers of a client's `ServerAddress` list (teredo: `ServerAddress A B
+    /// ...`, separated by white space; Miredo reads the first and ignores the rest), tried
+    /// in order when the one in use stops answering. Empty for a relay and when the server
+    /// was named on the command line.
+    pub server_fallbacks: Vec<Host>,
+    /// `ServerAddress` of a relay (teredo): the Teredo servers it probes for its health, one
+    /// or more separated by white space, each a global unicast IPv4 address or a host name.
+    /// Empty for a client, and for a relay that probes none (its health is then its packet
+    /// path alone).
+    pub probe_servers: Vec<Host>,
     /// `ServerAddress2`, the server's secondary address (Miredo 1.2.6 reads it and then
     /// ignores it, miredo-facts §1.5). `None` for a relay and when the server was named on
     /// the command line.
@@ -51,11 +62,27 @@ pub struct ClientRelayConfig {
     /// `MaxPeers N` (teredo): the capacity of the peer table (default
     /// [`DEFAULT_MAX_PEERS`]).
     pub max_peers: u32,
+    /// `BubbleRate N` (teredo): the most bubbles, reply bubbles and echo tests sent per
+    /// second, all workers together (default
+    /// [`teredo_proto::tunnel::DEFAULT_BUBBLE_RATE`]).
+    pub bubble_rate: u32,
     /// `MetricsAddress ADDRESS:PORT` (teredo): where `GET /metrics` is served; `None` (the
     /// default) listens on no TCP port.
     pub metrics_address: Option<std::net::SocketAddr>,
     /// `LogLevel` (teredo, default `info`).
     pub log_level: LogLevel,
+    /// `LocalDiscovery yes|no` (teredo, default `yes`): a client's local client discovery
+    /// (RFC 4380 §5.2.8), discovery bubbles to 224.0.0.253 every 200 to 300 s so that
+    /// clients on one link meet without their server. On by default, as the RFC's
+    /// "SHOULD" has it. Client only.
+    pub local_discovery: bool,
+    /// `ClientIdentifier ID` and `ClientSecret SECRET` (teredo, both or neither): secure
+    /// qualification (RFC 4380 §5.2.2) with a server that knows this client. Client only.
+    pub credentials: Option<ClientKey>,
+    /// `UPnP yes|no` (teredo, default `yes`, as Windows): before qualifying, a client asks
+    /// the NAT's UPnP IGD, if it finds one by SSDP on its LAN, to map its UDP port (RFC
+    /// 6081 §5.3.3), and deletes the mapping when it stops. Client only.
+    pub upnp: bool,
 }
 
 /// What the command line may set instead of the file.
@@ -109,21 +136,26 @@ pub fn parse_client_relay_bytes(
     let client = relay_type.is_none_or(RelayType::is_client);
     let relay = relay_type.is_none_or(RelayType::is_relay);
 
-    let (mut server_address, mut server_address2) = (None, None);
-    if client {
-        let first = r.take(Directive::ServerAddress, Host::parse_global);
+    let (mut server_address, mut server_address2, mut server_fallbacks, mut probe_servers) =
+        (None, None, Vec::new(), Vec::new());
+    if relay_type.is_some_and(RelayType::is_relay) {
+        probe_servers = r.take_list(Directive::ServerAddress, Host::parse_global).value().unwrap_or_default();
+    } else if client {
+        let list = r.take_list(Directive::ServerAddress, Host::parse_global);
         let second = r.take(Directive::ServerAddress2, Host::parse_global);
         if let Some(server) = &overrides.server_address {
             server_address = Some(server.clone());
         } else {
-            if first == Taken::Absent && relay_type.is_some() {
+            if list == Taken::Absent && relay_type.is_some() {
                 r.error(
                     0,
                     "ServerAddress is required for a client (RelayType client), unless a \
                      server is named on the command line",
                 );
             }
-            server_address = first.value();
+            let mut list = list.value().unwrap_or_default().into_iter();
+            server_address = list.next();
+            server_fallbacks = list.collect();
             server_address2 = second.value();
         }
     }
@@ -140,13 +172,39 @@ pub fn parse_client_relay_bytes(
     let syslog_facility = r.take(Directive::SyslogFacility, str::parse).value().unwrap_or_default();
     let client_hook = if client { r.take(Directive::ClientHook, parse_hook_path).value() } else { None };
     let max_peers = r.take(Directive::MaxPeers, parse_max_peers).value().unwrap_or(DEFAULT_MAX_PEERS);
+    let bubble_rate = r
+        .take(Directive::BubbleRate, parse_bubble_rate)
+        .value()
+        .unwrap_or(teredo_proto::tunnel::DEFAULT_BUBBLE_RATE);
     let metrics_address = r.take(Directive::MetricsAddress, parse_socket_address).value();
     let log_level = r.take(Directive::LogLevel, str::parse).value().unwrap_or_default();
+    let local_discovery =
+        if client { r.take(Directive::LocalDiscovery, parse_bool).value().unwrap_or(true) } else { false };
+    let mut credentials = None;
+    if client {
+        let id = r.take(Directive::ClientIdentifier, parse_client_identifier);
+        let secret = r.take(Directive::ClientSecret, |s| Ok(s.to_owned()));
+        match (id, secret) {
+            (Taken::Present(id, _), Taken::Present(secret, _)) => {
+                credentials = Some(ClientKey { id, secret })
+            }
+            (Taken::Absent, Taken::Absent) | (Taken::Invalid, _) | (_, Taken::Invalid) => {}
+            (Taken::Present(_, line), Taken::Absent) => {
+                r.error(line, "ClientIdentifier without ClientSecret: secure qualification needs both")
+            }
+            (Taken::Absent, Taken::Present(_, line)) => {
+                r.error(line, "ClientSecret without ClientIdentifier: secure qualification needs both")
+            }
+        }
+    }
+    let upnp = if client { r.take(Directive::Upnp, parse_bool).value().unwrap_or(true) } else { false };
 
     let config = relay_type.map(|relay_type| ClientRelayConfig {
         relay_type,
         server_address: server_address.filter(|_| relay_type.is_client()),
         server_address2: server_address2.filter(|_| relay_type.is_client()),
+        server_fallbacks: if relay_type.is_client() { server_fallbacks } else { Vec::new() },
+        probe_servers,
         prefix,
         interface_mtu,
         interface_name,
@@ -155,8 +213,12 @@ pub fn parse_client_relay_bytes(
         syslog_facility,
         client_hook: client_hook.filter(|_| relay_type.is_client()),
         max_peers,
+        bubble_rate,
         metrics_address,
         log_level,
+        local_discovery: local_discovery && relay_type.is_client(),
+        credentials: credentials.filter(|_| relay_type.is_client()),
+        upnp: upnp && relay_type.is_client(),
     });
     r.finish(relay_type, config)
 }
@@ -182,6 +244,8 @@ mod tests {
                 relay_type: RelayType::Client,
                 server_address: Some(Host::Name("teredo.example.net".into())),
                 server_address2: None,
+                server_fallbacks: vec![],
+                probe_servers: vec![],
                 prefix: ServicePrefix::STANDARD,
                 interface_mtu: 1280,
                 interface_name: None,
@@ -190,8 +254,12 @@ mod tests {
                 syslog_facility: SyslogFacility::Daemon,
                 client_hook: None,
                 max_peers: DEFAULT_MAX_PEERS,
+                bubble_rate: teredo_proto::tunnel::DEFAULT_BUBBLE_RATE,
                 metrics_address: None,
                 log_level: LogLevel::Info,
+                local_discovery: true,
+                credentials: None,
+                upnp: true,
             }
         );
     }
@@ -222,6 +290,20 @@ MetricsAddress localhost:80
             ]
         );
         assert!(p.config.is_none());
+    }
+
+    #[test]
+    fn bubble_rate() {
+        let p = parse_client_relay("RelayType cone\nBubbleRate 50\n", "r");
+        assert!(p.diagnostics.is_empty(), "{:?}", messages(&p));
+        assert_eq!(p.config.unwrap().bubble_rate, 50);
+        for bad in ["0", "1000001", "-1", "fast"] {
+            let p = parse_client_relay(&format!("RelayType cone\n\nBubbleRate {bad}\n"), "/etc/r.conf");
+            let m = messages(&p);
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert!(m[0].starts_with(&format!("/etc/r.conf:3: invalid BubbleRate \"{bad}\"")), "{m:?}");
+            assert!(p.config.is_none());
+        }
     }
 
     #[test]
@@ -275,11 +357,75 @@ MetricsAddress localhost:80
             ]
         );
         assert!(p.config.is_some());
-        let p = parse_client_relay("RelayType cone\nServerAddress 192.0.2.1\n", "r");
+        let p = parse_client_relay("RelayType cone\nServerAddress2 192.0.2.2\n", "r");
         assert_eq!(
             messages(&p),
-            ["r:2: directive \"ServerAddress\" ignored: it applies to clients only (RelayType client)"]
+            ["r:2: directive \"ServerAddress2\" ignored: it applies to clients only (RelayType client)"]
         );
+    }
+
+    #[test]
+    fn secure_qualification_needs_both_directives() {
+        let p = parse_client_relay("ServerAddress 192.0.2.1\nClientIdentifier alice\nClientSecret s3\n", "c");
+        let c = p.config.unwrap().credentials.unwrap();
+        assert_eq!((c.id.as_str(), c.secret.as_str()), ("alice", "s3"));
+        let p = parse_client_relay("ServerAddress 192.0.2.1\nClientIdentifier alice\n", "c");
+        assert_eq!(
+            messages(&p),
+            ["c:2: ClientIdentifier without ClientSecret: secure qualification needs both"]
+        );
+        let p = parse_client_relay("ServerAddress 192.0.2.1\nClientSecret s3\n", "c");
+        assert_eq!(
+            messages(&p),
+            ["c:2: ClientSecret without ClientIdentifier: secure qualification needs both"]
+        );
+    }
+
+    #[test]
+    fn a_relay_names_the_servers_it_probes() {
+        let p = parse_client_relay("RelayType cone\nServerAddress 192.0.2.1 teredo.example.net\n", "r");
+        assert!(p.diagnostics.is_empty(), "{:?}", messages(&p));
+        let c = p.config.unwrap();
+        assert_eq!(
+            c.probe_servers,
+            [Host::Ipv4(Ipv4Addr::new(192, 0, 2, 1)), Host::Name("teredo.example.net".into())]
+        );
+        assert_eq!(c.server_address, None);
+        // Each one is checked.
+        let p = parse_client_relay("RelayType cone\nServerAddress 192.0.2.1 10.0.0.1 a/b\n", "r");
+        assert_eq!(
+            messages(&p),
+            [
+                "r:2: invalid ServerAddress \"10.0.0.1\": not a global unicast IPv4 address (RFC 4380 §5.2.4)",
+                "r:2: invalid ServerAddress \"a/b\": neither a dotted IPv4 address nor a valid host name (RFC 1123 §2.1)",
+            ]
+        );
+        assert!(p.config.is_none());
+        // A client's list is its servers, not servers to probe.
+        let p = parse_client_relay("ServerAddress 192.0.2.1 192.0.2.7\n", "c");
+        assert!(p.config.unwrap().probe_servers.is_empty());
+    }
+
+    #[test]
+    fn a_client_lists_several_servers() {
+        let p = parse_client_relay("ServerAddress 192.0.2.20 teredo.example.net 192.0.2.10\n", "c");
+        assert!(p.diagnostics.is_empty(), "{:?}", messages(&p));
+        let c = p.config.unwrap();
+        assert_eq!(c.server_address, Some(Host::Ipv4(Ipv4Addr::new(192, 0, 2, 20))));
+        assert_eq!(
+            c.server_fallbacks,
+            [Host::Name("teredo.example.net".into()), Host::Ipv4(Ipv4Addr::new(192, 0, 2, 10))]
+        );
+        // Every entry is checked, not only the first.
+        let p = parse_client_relay("ServerAddress 192.0.2.20 10.1.2.3 a/b\n", "c");
+        assert_eq!(
+            messages(&p),
+            [
+                "c:1: invalid ServerAddress \"10.1.2.3\": not a global unicast IPv4 address (RFC 4380 §5.2.4)",
+                "c:1: invalid ServerAddress \"a/b\": neither a dotted IPv4 address nor a valid host name (RFC 1123 §2.1)",
+            ]
+        );
+        assert!(p.config.is_none());
     }
 
     #[test]
@@ -345,5 +491,17 @@ MetricsAddress localhost:80
             ["r:1: RelayType restricted is deprecated and STRONGLY DISCOURAGED: use RelayType cone"]
         );
         assert_eq!(p.config.unwrap().relay_type, RelayType::Restricted);
+    }
+
+    #[test]
+    fn upnp_is_on_by_default_for_a_client_only() {
+        let c = parse_client_relay("ServerAddress 192.0.2.1\nUPnP no\n", "c").config.unwrap();
+        assert!(!c.upnp);
+        let c = parse_client_relay("ServerAddress 192.0.2.1\nUPnP yes\n", "c").config.unwrap();
+        assert!(c.upnp);
+        let p = parse_client_relay("RelayType cone\n", "c");
+        assert!(!p.config.unwrap().upnp);
+        let p = parse_client_relay("ServerAddress 192.0.2.1\nUPnP maybe\n", "c");
+        assert!(messages(&p).iter().any(|m| m.contains("UPnP")), "{:?}", messages(&p));
     }
 }

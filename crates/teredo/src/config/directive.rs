@@ -45,13 +45,20 @@ pub(crate) enum Directive {
     ServerBindAddress2,
     ClientHook,
     MaxPeers,
+    BubbleRate,
     MetricsAddress,
     LogLevel,
+    LocalDiscovery,
+    ClientIdentifier,
+    ClientSecret,
+    ClientKeys,
+    RequireAuthentication,
+    Upnp,
 }
 
-const TABLE: [(Directive, &str, Scope); 15] = [
+const TABLE: [(Directive, &str, Scope); 22] = [
     (Directive::RelayType, "RelayType", Scope::ClientRelayFile),
-    (Directive::ServerAddress, "ServerAddress", Scope::ClientOnly),
+    (Directive::ServerAddress, "ServerAddress", Scope::ClientRelayFile),
     (Directive::ServerAddress2, "ServerAddress2", Scope::ClientOnly),
     (Directive::Prefix, "Prefix", Scope::RelayAndServer),
     (Directive::InterfaceMtu, "InterfaceMTU", Scope::RelayAndServer),
@@ -64,9 +71,21 @@ const TABLE: [(Directive, &str, Scope); 15] = [
     // teredo's own directives (not in Miredo 1.2.6).
     (Directive::ClientHook, "ClientHook", Scope::ClientOnly),
     (Directive::MaxPeers, "MaxPeers", Scope::ClientRelayFile),
+    (Directive::BubbleRate, "BubbleRate", Scope::ClientRelayFile),
     (Directive::MetricsAddress, "MetricsAddress", Scope::Everywhere),
     (Directive::LogLevel, "LogLevel", Scope::Everywhere),
+    (Directive::LocalDiscovery, "LocalDiscovery", Scope::ClientOnly),
+    (Directive::ClientIdentifier, "ClientIdentifier", Scope::ClientOnly),
+    (Directive::ClientSecret, "ClientSecret", Scope::ClientOnly),
+    (Directive::ClientKeys, "ClientKeys", Scope::ServerFile),
+    (Directive::RequireAuthentication, "RequireAuthentication", Scope::ServerFile),
+    (Directive::Upnp, "UPnP", Scope::ClientOnly),
 ];
+
+/// The names of the directives that may appear in this kind of file, in any role.
+pub(crate) fn names(kind: FileKind) -> Vec<&'static str> {
+    TABLE.into_iter().filter(|&(d, _, _)| d.applies(kind, None)).map(|(_, name, _)| name).collect()
+}
 
 impl Directive {
     fn entry(self) -> (Self, &'static str, Scope) {
@@ -130,12 +149,39 @@ mod tests {
     }
 
     #[test]
+    fn names_per_file() {
+        let client = names(FileKind::ClientRelay);
+        let server = names(FileKind::Server);
+        assert!(
+            client.contains(&"ServerAddress") && client.contains(&"Prefix") && client.contains(&"ClientHook")
+        );
+        assert!(!client.contains(&"ServerBindAddress"));
+        assert_eq!(
+            server,
+            [
+                "Prefix",
+                "InterfaceMTU",
+                "SyslogFacility",
+                "ServerBindAddress",
+                "ServerBindAddress2",
+                "MetricsAddress",
+                "LogLevel",
+                "ClientKeys",
+                "RequireAuthentication"
+            ]
+        );
+    }
+
+    #[test]
     fn scopes() {
         use Directive as D;
         let client = Some(RelayType::Client);
         let cone = Some(RelayType::Cone);
         assert!(D::ServerAddress.applies(FileKind::ClientRelay, client));
-        assert!(!D::ServerAddress.applies(FileKind::ClientRelay, cone));
+        // A relay's ServerAddress names the servers it probes for its health.
+        assert!(D::ServerAddress.applies(FileKind::ClientRelay, cone));
+        assert!(!D::ServerAddress2.applies(FileKind::ClientRelay, cone));
+        assert!(!D::ServerAddress.applies(FileKind::Server, None));
         assert!(D::ServerAddress.applies(FileKind::ClientRelay, None));
         assert!(!D::Prefix.applies(FileKind::ClientRelay, client));
         assert!(D::Prefix.applies(FileKind::ClientRelay, cone));

@@ -52,6 +52,13 @@ pub fn load_server(path: &Path, overrides: &ServerOverrides) -> Result<Parsed<Se
     Ok(parse_server_bytes(&text, &name, overrides))
 }
 
+/// Reads and checks the key file of `ClientKeys` ([`super::parse_client_keys`]).
+pub fn load_client_keys(path: &Path) -> Result<Parsed<Vec<super::ClientKey>>, LoadError> {
+    let name = path.display().to_string();
+    let text = read(path, &name)?;
+    Ok(super::parse_client_keys(&text, &name))
+}
+
 fn read(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
     let read_error = |source| LoadError::Read { path: name.to_owned(), source };
     let file = File::open(path).map_err(read_error)?;

@@ -20,6 +20,7 @@
 //!   are checked for syntax without resolving names.
 
 mod client;
+mod client_keys;
 mod diagnostic;
 mod directive;
 mod host;
@@ -37,9 +38,10 @@ pub use client::{
     ClientRelayConfig, ClientRelayOverrides, DEFAULT_MAX_PEERS, parse_client_relay, parse_client_relay_bytes,
     parse_client_relay_with,
 };
+pub use client_keys::{ClientKey, MAX_CLIENT_KEYS, parse_client_keys};
 pub use diagnostic::{Diagnostic, Severity};
 pub use host::Host;
-pub use load::{LoadError, MAX_FILE_SIZE, load_client_relay, load_server};
+pub use load::{LoadError, MAX_FILE_SIZE, load_client_keys, load_client_relay, load_server};
 pub use log_level::LogLevel;
 pub use prefix::ServicePrefix;
 pub use relay_type::RelayType;
@@ -51,6 +53,17 @@ pub use value::{MAX_INTERFACE_NAME, MAX_MAX_PEERS, MIN_MTU, ValueError};
 pub const DEFAULT_CLIENT_RELAY_FILE: &str = "/etc/miredo/miredo.conf";
 /// The default `miredo-server.conf` path.
 pub const DEFAULT_SERVER_FILE: &str = "/etc/miredo/miredo-server.conf";
+
+/// The names of every directive a `miredo.conf` may hold (a client's and a relay's),
+/// Miredo's first, then teredo's own, as this reader spells them.
+pub fn client_relay_directives() -> Vec<&'static str> {
+    directive::names(directive::FileKind::ClientRelay)
+}
+
+/// The names of every directive a `miredo-server.conf` may hold.
+pub fn server_directives() -> Vec<&'static str> {
+    directive::names(directive::FileKind::Server)
+}
 
 /// What reading a configuration file gives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,6 +85,35 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Like [`Self::take`] for a directive whose value is a list: the value and every
+    /// token after it, each parsed by `parse` (each bad one reported on its own).
+    pub(crate) fn take_list<T>(
+        &mut self,
+        directive: Directive,
+        parse: impl Fn(&str) -> Result<T, ValueError>,
+    ) -> Taken<Vec<T>> {
+        let Some(entry) = self.entries.iter_mut().find(|e| !e.used && e.directive == Some(directive)) else {
+            return Taken::Absent;
+        };
+        entry.used = true;
+        let line = entry.setting.line;
+        self.taken.push((directive, line));
+        let tokens: Vec<String> =
+            std::iter::once(entry.setting.value.clone()).chain(entry.setting.rest.iter().cloned()).collect();
+        let mut values = Vec::with_capacity(tokens.len());
+        let mut invalid = false;
+        for t in &tokens {
+            match parse(t) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    self.error(line, format!("invalid {} {t:?}: {e}", directive.name()));
+                    invalid = true;
+                }
+            }
+        }
+        if invalid { Taken::Invalid } else { Taken::Present(values, line) }
+    }
+
     /// Reports a warning.
     pub(crate) fn warning(&mut self, line: usize, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::warning(self.file, line, message));

@@ -12,7 +12,7 @@ use super::log_level::LogLevel;
 use super::prefix::ServicePrefix;
 use super::reader::{Reader, Taken};
 use super::syslog::SyslogFacility;
-use super::value::{MIN_MTU, parse_mtu, parse_socket_address};
+use super::value::{MIN_MTU, parse_bool, parse_hook_path, parse_mtu, parse_socket_address};
 
 /// A valid `miredo-server.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,12 @@ pub struct ServerConfig {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// `LogLevel` (teredo, default `info`).
     pub log_level: LogLevel,
+    /// `ClientKeys PATH` (teredo): the key file of secure qualification (RFC 4380
+    /// §5.2.2), read by the daemon at start-up (see [`super::parse_client_keys`]).
+    pub client_keys: Option<std::path::PathBuf>,
+    /// `RequireAuthentication yes|no` (teredo, default `no`): answer only the RSs of the
+    /// clients of `ClientKeys`, authenticated.
+    pub require_authentication: bool,
 }
 
 /// What the command line may set instead of the file.
@@ -70,6 +76,15 @@ pub fn parse_server_bytes(text: &[u8], file: &str, overrides: &ServerOverrides) 
     let syslog_facility = r.take(Directive::SyslogFacility, str::parse).value().unwrap_or_default();
     let metrics_address = r.take(Directive::MetricsAddress, parse_socket_address).value();
     let log_level = r.take(Directive::LogLevel, str::parse).value().unwrap_or_default();
+    let client_keys = r.take(Directive::ClientKeys, parse_hook_path).value();
+    let require = r.take(Directive::RequireAuthentication, parse_bool);
+    let require_authentication = match require {
+        Taken::Present(true, line) if client_keys.is_none() => {
+            r.error(line, "RequireAuthentication yes needs ClientKeys: no client could qualify");
+            true
+        }
+        t => t.value().unwrap_or(false),
+    };
 
     let (primary, primary_line, second) = match (&overrides.server_bind_address, first) {
         (Some(host), _) => (Some(host.clone()), 0, Taken::Absent),
@@ -114,6 +129,8 @@ pub fn parse_server_bytes(text: &[u8], file: &str, overrides: &ServerOverrides) 
         syslog_facility,
         metrics_address,
         log_level,
+        client_keys,
+        require_authentication,
     });
     r.finish(None, config)
 }

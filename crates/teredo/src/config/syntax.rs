@@ -1,6 +1,7 @@
 //! The line syntax shared by `miredo.conf` and `miredo-server.conf` (miredo-facts §1.4):
 //! one setting per line, a name and a value separated by white space, anything after the
-//! value ignored, `#` comments, blank lines ignored.
+//! value ignored (kept as [`Setting::rest`] for the one directive of teredo's that takes
+//! a list, a relay's `ServerAddress`), `#` comments, blank lines ignored.
 //!
 //! Unlike Miredo 1.2.6, the last line is read even when the file does not end with a
 //! newline (Miredo skips it as "overly long", miredo-facts §9).
@@ -18,6 +19,8 @@ pub(crate) struct Setting {
     pub(crate) name: String,
     /// The value: the second token of the line.
     pub(crate) value: String,
+    /// The tokens after the value (bounded by the line length), which Miredo ignores.
+    pub(crate) rest: Vec<String>,
     /// The line number, from 1.
     pub(crate) line: usize,
 }
@@ -65,7 +68,9 @@ pub(crate) fn lex(text: &[u8], file: &str, diagnostics: &mut Vec<Diagnostic>) ->
             ));
             continue;
         };
-        settings.push(Setting { name, value: String::from_utf8_lossy(value).into_owned(), line: number });
+        let value = String::from_utf8_lossy(value).into_owned();
+        let rest = tokens.map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+        settings.push(Setting { name, value, rest, line: number });
     }
     settings
 }
@@ -95,6 +100,10 @@ mod tests {
         );
         assert_eq!(s, own(&[("RelayType", "cone", 4), ("Prefix", "2001:0::", 5)]));
         assert!(d.is_empty());
+        let mut d = Vec::new();
+        let s = lex(b"ServerAddress 192.0.2.1  198.51.100.1\t203.0.113.1\n", "f", &mut d);
+        assert_eq!(s[0].value, "192.0.2.1");
+        assert_eq!(s[0].rest, ["198.51.100.1", "203.0.113.1"]);
     }
 
     #[test]

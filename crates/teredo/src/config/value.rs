@@ -38,6 +38,9 @@ pub enum ValueError {
     /// A number of peers outside 1..=16,777,216.
     #[error("a number of peers from 1 to 16777216")]
     MaxPeers,
+    /// A bubble rate outside 1..=1,000,000 per second.
+    #[error("a number of bubbles per second from 1 to 1000000")]
+    BubbleRate,
     /// Not an absolute path.
     #[error("not an absolute path")]
     NotAbsolutePath,
@@ -53,6 +56,30 @@ pub enum ValueError {
          and has no '/' or ':'"
     )]
     InterfaceName,
+    /// A client identifier of more than 255 bytes (RFC 4380 §5.1.1: ID-len is one byte).
+    #[error("a client identifier has at most 255 bytes")]
+    ClientIdentifier,
+    /// Not a yes/no value.
+    #[error("expected yes or no (also on/off, true/false, 1/0)")]
+    Boolean,
+}
+
+/// Parses a client identifier (RFC 4380 §5.2.2): 1 to 255 bytes.
+pub(crate) fn parse_client_identifier(s: &str) -> Result<String, ValueError> {
+    if s.is_empty() || s.len() > 255 {
+        return Err(ValueError::ClientIdentifier);
+    }
+    Ok(s.to_owned())
+}
+
+/// Parses a yes/no value: `yes`, `on`, `true`, `1` or `no`, `off`, `false`, `0`, whatever
+/// the ASCII case.
+pub(crate) fn parse_bool(s: &str) -> Result<bool, ValueError> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" | "1" => Ok(true),
+        "no" | "off" | "false" | "0" => Ok(false),
+        _ => Err(ValueError::Boolean),
+    }
 }
 
 /// Parses a 16-bit unsigned integer as `strtoul(s, &end, 0)` followed by a check that the
@@ -70,6 +97,21 @@ pub const MAX_MAX_PEERS: u32 = 1 << 24;
 pub(crate) fn parse_max_peers(s: &str) -> Result<u32, ValueError> {
     match parse_unsigned(s, u64::from(MAX_MAX_PEERS)) {
         Ok(0) | Err(ValueError::TooLarge) => Err(ValueError::MaxPeers),
+        Ok(v) => Ok(v as u32),
+        Err(e) => Err(e),
+    }
+}
+
+/// The largest `BubbleRate`: a million bubbles per second.
+pub(crate) const MAX_BUBBLE_RATE: u32 = 1_000_000;
+
+/// Parses `BubbleRate` (a teredo directive): the most bubbles, reply bubbles and echo
+/// tests per second, an integer as [`parse_u16`] from 1 to [`MAX_BUBBLE_RATE`]. 0 is an
+/// error rather than "unlimited": no bound is what lets a flood of packets to new peers
+/// turn a relay into an amplifier.
+pub(crate) fn parse_bubble_rate(s: &str) -> Result<u32, ValueError> {
+    match parse_unsigned(s, u64::from(MAX_BUBBLE_RATE)) {
+        Ok(0) | Err(ValueError::TooLarge) => Err(ValueError::BubbleRate),
         Ok(v) => Ok(v as u32),
         Err(e) => Err(e),
     }

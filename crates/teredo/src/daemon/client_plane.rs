@@ -18,12 +18,14 @@ use teredo_proto::client::{Event, NatKind};
 use tracing::{info, warn};
 
 use super::control::{Observability, Plane};
+use super::failover::{ServerList, Switch};
 use super::worker::{Command, Snapshot, Workers};
 use super::{reload, resolve, summary};
 use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host};
 
-/// A host-name resolution running on its own thread.
-type Resolution = Receiver<Result<(Ipv4Addr, Option<Ipv4Addr>), String>>;
+/// A host-name resolution running on its own thread: every server of the list, and the
+/// first one's secondary address.
+type Resolution = Receiver<Result<(Vec<Ipv4Addr>, Option<Ipv4Addr>), String>>;
 
 /// A client's control.
 pub struct ClientPlane {
@@ -43,29 +45,71 @@ pub struct ClientPlane {
     pub offloads: bool,
     /// `MaxPeers` at start-up: the allocation a reload may lower it within.
     pub allocated_peers: u32,
+    /// The servers (`ServerAddress A B ...`), once their names are resolved.
+    pub servers: ServerList,
+    /// A change of server to hand to the worker at the next tick (failover).
+    pub switch: Option<Switch>,
+    /// Whether the list was asked of the resolver once (names after a literal first
+    /// server are resolved once at start-up, then when the client asks).
+    pub list_asked: bool,
+    /// The UPnP port mapping under way or made (`UPnP yes`), removed at the end.
+    pub upnp: Option<super::upnp::Upnp>,
 }
 
-/// A client's server: `ServerAddress` and `ServerAddress2`.
-fn server_hosts(cfg: &ClientRelayConfig) -> Option<(Host, Option<Host>)> {
-    Some((cfg.server_address.clone()?, cfg.server_address2.clone()))
+/// A client's servers: the hosts of `ServerAddress`, in order, and `ServerAddress2`.
+pub fn server_hosts(cfg: &ClientRelayConfig) -> Option<(Vec<Host>, Option<Host>)> {
+    let first = cfg.server_address.clone()?;
+    let all = std::iter::once(first).chain(cfg.server_fallbacks.iter().cloned()).collect();
+    Some((all, cfg.server_address2.clone()))
+}
+
+/// The list of servers when every host is an address literal (no resolution needed).
+pub fn literal_servers(cfg: &ClientRelayConfig) -> ServerList {
+    let Some((hosts, secondary)) = server_hosts(cfg) else { return ServerList::default() };
+    let literals: Option<Vec<Ipv4Addr>> = hosts.iter().map(Host::ipv4).collect();
+    match (literals, secondary.as_ref().map(Host::ipv4)) {
+        (Some(list), None) => ServerList::new(list, None),
+        (Some(list), Some(Some(s))) => ServerList::new(list, Some(s)),
+        _ => ServerList::default(),
+    }
 }
 
 impl ClientPlane {
     /// The server's hosts in force.
-    fn hosts(&self) -> Option<(Host, Option<Host>)> {
+    fn hosts(&self) -> Option<(Vec<Host>, Option<Host>)> {
         server_hosts(&self.cfg)
     }
 
-    /// Resolves the server's names on a thread (a new request replaces one under way).
+    /// Resolves the servers' names on a thread (a new request replaces one under way):
+    /// each host of the list gives all its global IPv4 addresses; one that does not
+    /// resolve is skipped (and logged), unless none does.
     fn resolve(&mut self) {
-        let Some((primary, secondary)) = self.hosts() else { return };
+        self.list_asked = true;
+        let Some((hosts, secondary)) = self.hosts() else { return };
         let (tx, rx) = mpsc::channel();
         let waker = self.waker.clone();
         let spawned = thread::Builder::new().name("resolver".into()).spawn(move || {
-            let r = resolve::ipv4(&primary).and_then(|p| match &secondary {
-                Some(h) => resolve::ipv4(h).map(|s| (p, Some(s))),
-                None => Ok((p, None)),
-            });
+            let mut all = Vec::new();
+            let mut first_error = None;
+            for h in &hosts {
+                match resolve::all_ipv4(h) {
+                    Ok(list) => all.extend(list),
+                    Err(e) => {
+                        if hosts.len() > 1 {
+                            warn!("Teredo server {h}: {e}");
+                        }
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            let r = if all.is_empty() {
+                Err(first_error.unwrap_or_else(|| "no server".into()))
+            } else {
+                match &secondary {
+                    Some(h) => resolve::ipv4(h).map(|s| (all, Some(s))),
+                    None => Ok((all, None)),
+                }
+            };
             let _ = tx.send(r);
             waker.wake();
         });
@@ -108,16 +152,44 @@ impl Plane for ClientPlane {
             }
             Event::NatBehaviour(NatKind::Symmetric) => warn!(
                 "NAT: symmetric NAT detected (the server's two addresses saw different mappings): \
-                 Teredo peers behind other NATs may be unreachable directly; relays still work"
+                 Teredo peers behind some NATs may be unreachable directly (RFC 6081's extensions \
+                 help where they can); relays still work"
             ),
             Event::NatBehaviour(NatKind::Unknown) => {
                 info!("NAT: behaviour unknown (no answer from the server's secondary address)")
             }
             Event::ResolveServer => self.resolve(),
+            Event::ServerUnreachable { server } => {
+                self.switch = self.servers.failed(server);
+                match self.switch {
+                    Some(Switch::Now(next, _)) => {
+                        warn!("Teredo server {server} does not answer: qualifying with {next}")
+                    }
+                    Some(Switch::Later(first, _)) => warn!(
+                        "Teredo server {server} does not answer, nor any other of the list: \
+                         starting over with {first} after the restart delay"
+                    ),
+                    None => {}
+                }
+            }
         }
     }
 
-    fn tick(&mut self, workers: &Workers) {
+    fn tick(&mut self, workers: &mut Workers) {
+        match self.switch.take() {
+            Some(Switch::Now(primary, secondary)) => {
+                workers.send(0, Command::SetServer { primary, secondary });
+            }
+            Some(Switch::Later(primary, secondary)) => {
+                workers.send(0, Command::SetServerLater { primary, secondary });
+            }
+            None => {}
+        }
+        // A list with host names after a literal first server: the client qualifies with
+        // the first at once, and the list is resolved meanwhile for the failover.
+        if !self.list_asked && self.servers.is_empty() && self.resolver.is_none() {
+            self.resolve();
+        }
         let Some(rx) = &self.resolver else { return };
         let result = match rx.try_recv() {
             Ok(r) => r,
@@ -126,8 +198,14 @@ impl Plane for ClientPlane {
         };
         self.resolver = None;
         match result {
-            Ok((primary, secondary)) => {
-                workers.send(0, Command::SetServer { primary, secondary });
+            Ok((list, secondary)) => {
+                self.servers = ServerList::new(list, secondary);
+                if self.servers.len() > 1 {
+                    info!("{} Teredo servers, in order of use", self.servers.len());
+                }
+                if let Some((primary, secondary)) = self.servers.current() {
+                    workers.send(0, Command::SetServer { primary, secondary });
+                }
             }
             Err(e) => {
                 warn!("Teredo server: {e}");
@@ -151,14 +229,12 @@ impl Plane for ClientPlane {
                 "Teredo server is now {}: qualifying with it",
                 self.cfg.server_address.as_ref().map_or_else(String::new, ToString::to_string)
             );
-            match self.hosts() {
-                Some((Host::Ipv4(p), s)) if s.as_ref().is_none_or(|s| s.ipv4().is_some()) => {
-                    workers.send(
-                        0,
-                        Command::SetServer { primary: p, secondary: s.as_ref().and_then(Host::ipv4) },
-                    );
+            self.servers = literal_servers(&self.cfg);
+            match self.servers.current() {
+                Some((primary, secondary)) => {
+                    workers.send(0, Command::SetServer { primary, secondary });
                 }
-                _ => self.resolve(),
+                None => self.resolve(),
             }
         } else {
             // As Miredo on SIGHUP (Debian's ifupdown hook sends it when an interface comes
@@ -174,6 +250,10 @@ impl Plane for ClientPlane {
     }
 
     fn finish(&mut self) {
+        // RFC 6081 §5.3.5: the IGD's mapping goes with the client.
+        if let Some(u) = self.upnp.take() {
+            u.remove();
+        }
         if let Some(h) = self.helper.take()
             && let Err(e) = h.finish()
         {

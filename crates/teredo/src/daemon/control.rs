@@ -6,7 +6,7 @@
 //! [`Workers`], and a slow client of its sockets only delays this thread.
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -14,10 +14,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value, json};
 use teredo_net::control::ControlListener;
 use teredo_net::signals::{self, Signal};
 use teredo_net::waker::Waker;
 use teredo_proto::client;
+use teredo_proto::probe::Outcome;
 use tracing::{error, info, warn};
 
 use super::metrics::{self, Endpoint};
@@ -53,9 +55,24 @@ pub trait Plane {
     fn event(&mut self, event: client::Event) {
         let _ = event;
     }
-    /// Called at every wake-up (results of name resolution).
-    fn tick(&mut self, workers: &Workers) {
+    /// What became of a relay's probe of `server`.
+    fn probe(&mut self, server: Ipv4Addr, outcome: Outcome) {
+        let _ = (server, outcome);
+    }
+    /// Called at every wake-up, at least once a second (results of name resolution, a
+    /// relay's health).
+    fn tick(&mut self, workers: &mut Workers) {
         let _ = workers;
+    }
+    /// Adds the role's own keys to the daemon's status object (a relay's `health`).
+    fn status(&self, object: &mut Map<String, Value>) {
+        let _ = object;
+    }
+    /// A request of the control socket other than `status` (a relay's `drain` and
+    /// `undrain`): the answer, or `None` when the role knows no such request.
+    fn request(&mut self, request: &str) -> Option<Value> {
+        let _ = request;
+        None
     }
     /// SIGHUP: reads the configuration file again and applies what it can. `None` when the
     /// file was refused (the daemon keeps running on the old one).
@@ -115,6 +132,7 @@ impl Control {
         notify.ready(&self.status_line());
         let mut failed = None;
         let mut next_watchdog = Instant::now();
+        let mut denied = 0;
         'run: loop {
             let wait = notify.watchdog.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
             let ready = {
@@ -143,6 +161,7 @@ impl Control {
                         failed = Some(worker);
                         break 'run;
                     }
+                    Report::Probe { server, outcome } => self.plane.probe(server, outcome),
                     Report::Client(e) => {
                         self.plane.event(e);
                         if matches!(e, client::Event::Up { .. } | client::Event::Down) {
@@ -151,7 +170,15 @@ impl Control {
                     }
                 }
             }
-            self.plane.tick(&self.workers);
+            self.plane.tick(&mut self.workers);
+            let now_denied = teredo_net::sandbox::denied();
+            if now_denied > denied {
+                warn!(
+                    "seccomp denied {} system call(s), {now_denied} in all (see the numbers on standard error)",
+                    now_denied - denied
+                );
+                denied = now_denied;
+            }
             if ready[1] {
                 self.serve_control();
             }
@@ -180,9 +207,13 @@ impl Control {
     }
 
     /// The daemon's status object now.
-    fn status(&self, peers: bool) -> serde_json::Value {
+    fn status(&self, peers: bool) -> Value {
         let snaps = self.workers.snapshots(peers, SNAPSHOT_TIMEOUT);
-        status::to_json(&self.identity, &snaps, peers)
+        let mut v = status::to_json(&self.identity, &snaps, peers);
+        if let Value::Object(o) = &mut v {
+            self.plane.status(o);
+        }
+        v
     }
 
     fn status_line(&self) -> String {
@@ -231,11 +262,19 @@ impl Control {
                 match read_line(&mut s).as_deref() {
                     Some("status") => self.status(false),
                     Some("status peers") => self.status(true),
-                    Some(other) => serde_json::json!({"error": format!("unknown request {other:?}")}),
+                    // Debug builds only: the lab's proof that a denied call is counted.
+                    #[cfg(debug_assertions)]
+                    Some("test-forbidden-call") => {
+                        json!({"errno": teredo_net::sandbox::forbidden_call_for_tests()})
+                    }
+                    Some(other) => self
+                        .plane
+                        .request(other)
+                        .unwrap_or_else(|| json!({"error": format!("unknown request {other:?}")})),
                     None => continue,
                 }
             } else {
-                serde_json::json!({"error": "permission denied: only root and the daemon's user may ask"})
+                json!({"error": "permission denied: only root and the daemon's user may ask"})
             };
             let _ = s.set_write_timeout(Some(ANSWER_TIMEOUT));
             let _ = s.write_all(format!("{answer}\n").as_bytes());

@@ -3,8 +3,10 @@
 //! `prepare` closure of [`run`], which reads the configuration and opens the sockets and the TUN);
 //! detach unless `-f`; logging; the PID file; the role's [`Daemon::after_detach`] (a
 //! client forks its privileged helper there, as the daemon's own child); the control
-//! socket and the metrics listener; signals blocked; root dropped for good; then the
-//! workers and the control thread ([`Control::run`]) until a termination signal.
+//! socket and the metrics listener; signals blocked; root dropped for good; file access
+//! cut down (Landlock, before any thread); then the workers; then the rest of the sandbox
+//! (`teredo_net::sandbox`: not dumpable, resource limits, the seccomp filter on every
+//! thread); and the control thread ([`Control::run`]) until a termination signal.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +14,12 @@ use std::sync::Arc;
 use teredo_net::control::ControlListener;
 use teredo_net::detach::{self, Detached};
 use teredo_net::privileges::{self, User};
+use teredo_net::sandbox::landlock::{self, Outcome, Paths};
+use teredo_net::sandbox::{self, Kind, Limits};
 use teredo_net::waker::Waker;
 use teredo_net::{pidfile, signals};
-use tracing::info;
+use teredo_proto::tunnel::MAX_RANDOM_PEERS;
+use tracing::{info, warn};
 
 use super::control::{self, Control, Observability, Plane};
 use super::logging::{self, Target};
@@ -42,6 +47,11 @@ pub trait Daemon: Sized {
     fn after_detach(&mut self, detached: bool) -> Result<(), StartError> {
         let _ = detached;
         Ok(())
+    }
+    /// The files a reload reads (the configuration file and the files it names): their
+    /// directories stay readable under Landlock (a file an editor replaces is a new one).
+    fn files(&self) -> Vec<PathBuf> {
+        Vec::new()
     }
     /// Unprivileged now: starts the workers (which wake `waker` with their reports).
     fn start(self, user: &User, waker: Arc<Waker>) -> Result<Started, StartError>;
@@ -89,7 +99,9 @@ pub fn run<D: Daemon>(
     if args.foreground {
         logging::set_level(settings.observability.log_level);
     } else {
-        match detach::detach() {
+        // SAFETY: no thread is started before this point (the signal, control and worker
+        // threads all come after the detach).
+        match unsafe { detach::detach() } {
             Ok(d) => detached = Some(d),
             Err(e) => {
                 eprintln!("{}: cannot detach: {e}", names.who);
@@ -129,7 +141,7 @@ fn serve<D: Daemon>(
         Some(path) => Some(pidfile::create(path).map_err(|e| StartError::new(path.display(), e))?),
         None => None,
     };
-    let user = privileges::lookup_user(&args.user).map_err(|e| StartError(e.to_string()))?;
+    let user = args.user()?;
     daemon.after_detach(detached.is_some())?;
     let listener = ControlListener::bind().map_err(|e| StartError::new("control socket", e))?;
     let metrics = match settings.observability.metrics {
@@ -141,8 +153,10 @@ fn serve<D: Daemon>(
     signals::block().map_err(|e| StartError::new("blocking signals", e))?;
     privileges::drop_privileges(&user, args.chroot.as_deref()).map_err(|e| StartError(e.to_string()))?;
     let waker = Arc::new(Waker::new().map_err(|e| StartError::new("wake-up channel", e))?);
+    restrict_files(&daemon.files());
     let signals = control::signal_thread(waker.clone())?;
     let started = daemon.start(&user, waker.clone())?;
+    enter_sandbox(args)?;
     if let Some(m) = &metrics {
         info!("metrics on http://{}/metrics", m.address);
     }
@@ -160,4 +174,48 @@ fn serve<D: Daemon>(
         d.ready();
     }
     control.run(signals, notify)
+}
+
+/// Descriptors a daemon may open after start-up besides those it holds: a client's random
+/// sockets, then a margin for control and metrics connections (served one at a time),
+/// UPnP, name resolution, reading the configuration again, a new metrics listener.
+const DESCRIPTOR_HEADROOM: u64 = MAX_RANDOM_PEERS as u64 + 64;
+
+/// Landlock for the daemon (best effort, logged): read beneath the directories of
+/// `files`, the name service's files and the libraries its modules live in; syslog's
+/// socket; nothing else.
+fn restrict_files(files: &[PathBuf]) {
+    let dir = |f: &PathBuf| match f.parent() {
+        Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
+        Some(p) => p.to_path_buf(),
+        None => f.clone(),
+    };
+    let mut read: Vec<PathBuf> = files.iter().map(dir).collect();
+    read.extend(landlock::NAME_SERVICE.iter().map(PathBuf::from));
+    let paths = Paths {
+        read,
+        execute: landlock::LIBRARIES.iter().map(PathBuf::from).collect(),
+        connect: vec![PathBuf::from(landlock::SYSLOG)],
+    };
+    match sandbox::restrict_files(&paths) {
+        Ok(Outcome::Full) => info!("sandbox: Landlock on"),
+        Ok(Outcome::Partial) => info!("sandbox: Landlock on, in part (an older kernel ABI)"),
+        Ok(Outcome::None) => warn!("sandbox: this kernel has no Landlock: file access is not restricted"),
+        Err(e) => warn!("sandbox: Landlock: {e}: file access is not restricted"),
+    }
+}
+
+/// The rest of the sandbox, on every thread (`teredo_net::sandbox::enter`); a failure
+/// stops the daemon (it never runs less confined than it says).
+fn enter_sandbox(args: &DaemonArgs) -> Result<(), StartError> {
+    let limits = Limits { no_process: false, no_file_writes: true, descriptor_headroom: DESCRIPTOR_HEADROOM };
+    let entered =
+        sandbox::enter(Kind::Daemon, limits, !args.no_seccomp).map_err(|e| StartError::new("sandbox", e))?;
+    if entered.seccomp {
+        info!("sandbox: seccomp filter on every thread");
+    }
+    for s in &entered.skipped {
+        info!("sandbox: without {s}");
+    }
+    Ok(())
 }

@@ -44,6 +44,13 @@ pub fn encode_status(v: &Value) -> String {
     gauge("workers", "packet threads", v.get("workers").and_then(Value::as_i64));
     gauge("mtu", "the MTU the server advertised", v.get("mtu").and_then(Value::as_i64));
     gauge("uptime_seconds", "time since the daemon started", v.get("uptime_s").and_then(Value::as_i64));
+    if let Some(h) = v.get("health") {
+        let flag = |k: &str| h.get(k).and_then(Value::as_bool).map(i64::from);
+        gauge("relay_healthy", "1 while the relay is healthy (packet path, probed servers)", flag("healthy"));
+        gauge("relay_drained", "1 while the relay is drained by the operator", flag("drained"));
+        let announced = h.get("route").and_then(Value::as_str).map(|r| i64::from(r == "announced"));
+        gauge("relay_route_announced", "1 while the relay's route to its prefix is in the kernel", announced);
+    }
     let label = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     if v.get("role").and_then(Value::as_str) == Some("client") {
         gauge("qualified", "1 while the client is qualified", Some(i64::from(label("state") == "qualified")));

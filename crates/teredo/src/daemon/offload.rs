@@ -4,6 +4,13 @@
 //! arrive together are joined before they are written ([`Coalescer`]). Should the kernel
 //! refuse a joined super-packet, it is cut back and written packet by packet, and joining
 //! of that kind stops; nothing is lost.
+//!
+//! Unlike a UDP socket's GSO refusals (which depend on the route and segment size, and so
+//! stop segmentation only for that destination and size, see `teredo_net::batch`), what a
+//! TUN accepts is the device's: the kinds of super-packet (TCP, UDP) it takes were set
+//! when it was opened (TUNSETOFFLOAD), the same for every flow. A refused kind is refused
+//! for every packet, so only that kind stops being joined, the other goes on; and each
+//! refused super-packet is cut back itself, so the fallback is per super-packet.
 
 use teredo_net::tun::Tun;
 use teredo_proto::offload::{Coalescer, Segments, VNET_HDR_LEN, VnetHeader};

@@ -77,6 +77,12 @@ pub fn client_relay(
             ("SyslogFacility", running.syslog_facility != new.syslog_facility),
             ("ClientHook", running.client_hook != new.client_hook),
             ("MaxPeers", !peers_fit),
+            ("BubbleRate", running.bubble_rate != new.bubble_rate),
+            // A relay's probed servers: resolved and given to their workers at start-up.
+            ("ServerAddress", same_role && running.probe_servers != new.probe_servers),
+            ("LocalDiscovery", running.local_discovery != new.local_discovery),
+            ("ClientIdentifier", running.credentials != new.credentials),
+            ("UPnP", running.upnp != new.upnp),
         ],
     );
     let mut cfg = running.clone();
@@ -102,6 +108,8 @@ pub fn server(path: &Path, running: &ServerConfig, new: ServerConfig) -> ServerC
             ("Prefix", running.prefix != new.prefix),
             ("InterfaceMTU", running.interface_mtu != new.interface_mtu),
             ("SyslogFacility", running.syslog_facility != new.syslog_facility),
+            ("ClientKeys", running.client_keys != new.client_keys),
+            ("RequireAuthentication", running.require_authentication != new.require_authentication),
         ],
     );
     ServerConfig { metrics_address: new.metrics_address, log_level: new.log_level, ..running.clone() }

@@ -4,9 +4,10 @@
 //! Start-up, as root and single-threaded ([`RunDaemon`], driven by
 //! [`super::lifecycle`]): read the configuration; create the TUN (one queue per worker)
 //! and bind the UDP sockets; for a relay, configure the interface once (MTU,
-//! fe80::ffff:ffff:ffff, the route to the served prefix) and steer each peer to one worker;
-//! after detaching, a client forks the privileged helper that alone may change the
-//! interface later (it keeps only CAP_NET_ADMIN, see `teredo_net::helper`). Then, as the
+//! fe80::ffff:ffff:ffff, and the route to the served prefix unless it waits for a first
+//! answer of a probed server) and steer each peer to one worker; after detaching, fork the
+//! privileged helper that alone may change the interface later (it keeps only
+//! CAP_NET_ADMIN, see `teredo_net::helper`): a client's address, a relay's route. Then, as the
 //! unprivileged user, the workers ([`super::tunnel_worker`]) run the packet path and the
 //! control thread the rest ([`super::client_plane`], [`super::relay_plane`]).
 
@@ -21,7 +22,7 @@ use socket2::Socket;
 use teredo_net::client_if::RELAY_ROUTE_METRIC;
 use teredo_net::helper::{self, Helper, HelperOptions};
 use teredo_net::ifconfig::{InterfaceConfig, Ipv6Prefix, Route};
-use teredo_net::privileges::{self, User};
+use teredo_net::privileges::User;
 use teredo_net::tun::{Tun, TunOptions};
 use teredo_net::udp::{bind_udp, local_v4};
 use teredo_net::waker::Waker;
@@ -29,6 +30,7 @@ use teredo_proto::address::LINK_LOCAL_RESTRICTED;
 use teredo_proto::client;
 use teredo_proto::endpoint::ClientEndpoint;
 use teredo_proto::nonce::TokenKey;
+use teredo_proto::probe::{ProbeConfig, ServerProbe};
 use teredo_proto::time::Instant;
 use teredo_proto::tunnel::{Limits, RelayConfig, Role, Tunnel};
 use tracing::{info, warn};
@@ -36,10 +38,11 @@ use tracing::{info, warn};
 use super::client_plane::ClientPlane;
 use super::control::Plane;
 use super::lifecycle::{self, Daemon, Names, Settings, Started};
-use super::relay_plane::RelayPlane;
+use super::relay_health::RelayHealth;
+use super::relay_plane::{RelayPlane, RelayRoute};
 use super::status::Identity;
 use super::tunnel_worker::{Core, TunnelWorker};
-use super::{DaemonArgs, StartError, reload, resolve, worker};
+use super::{DaemonArgs, Flavour, StartError, reload, resolve, worker};
 use crate::config::{self, ClientRelayConfig, ClientRelayOverrides, Host, RelayType};
 
 /// `teredo run [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_NAME]`.
@@ -115,8 +118,22 @@ impl ClientTimers {
 /// would be the child of the parent that exits, and the daemon could not wait for its
 /// final `down` and `destroy`.
 enum Mode {
-    Client { helper: HelperOptions, server: Host, server2: Option<Host> },
-    Relay { config: RelayConfig },
+    Client {
+        helper: HelperOptions,
+        server: Host,
+        server2: Option<Host>,
+    },
+    Relay {
+        config: RelayConfig,
+        /// The route's helper, forked after detaching.
+        helper: HelperOptions,
+        /// The servers probed for the relay's health (resolved at start-up).
+        probes: Vec<Ipv4Addr>,
+        /// Whether the route was added at start-up (no server to wait for).
+        announced: bool,
+        /// The key of the steering hash, to find the worker that gets a server's answers.
+        steering_key: u64,
+    },
 }
 
 /// What start-up produced: one TUN queue and one UDP socket per worker (one of each for a
@@ -136,8 +153,17 @@ pub struct RunDaemon {
 
 /// Runs the client or relay; returns the exit status.
 pub fn run(args: &RunArgs) -> u8 {
-    let names = Names { who: "teredo run", ident: "teredo", pidfile: "/run/teredo.pid" };
-    lifecycle::run(names, &args.daemon, || prepare(args))
+    run_as(args, Flavour::Teredo)
+}
+
+/// Runs the client or relay with the defaults of `flavour` (Miredo's for the `miredo`
+/// entry point); returns the exit status.
+pub fn run_as(args: &RunArgs, flavour: Flavour) -> u8 {
+    let names = match flavour {
+        Flavour::Teredo => Names { who: "teredo run", ident: "teredo", pidfile: "/run/teredo.pid" },
+        Flavour::Miredo => Names { who: "miredo", ident: "miredo", pidfile: "/var/run/miredo.pid" },
+    };
+    lifecycle::run(names, &args.daemon, || prepare(args, flavour, names.who))
 }
 
 /// 32 random bytes from the kernel: the key of every token, nonce and hash of the process.
@@ -147,7 +173,7 @@ pub fn random_key() -> Result<TokenKey, StartError> {
     Ok(TokenKey::new(k))
 }
 
-fn prepare(args: &RunArgs) -> Result<RunDaemon, StartError> {
+fn prepare(args: &RunArgs, flavour: Flavour, who: &str) -> Result<RunDaemon, StartError> {
     let overrides = ClientRelayOverrides {
         server_address: match &args.server_name {
             Some(s) => Some(Host::parse_global(s).map_err(|e| StartError::new(format!("server {s:?}"), e))?),
@@ -156,7 +182,7 @@ fn prepare(args: &RunArgs) -> Result<RunDaemon, StartError> {
     };
     let path = args.daemon.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CLIENT_RELAY_FILE));
     let cfg = super::read_config(
-        "teredo run",
+        who,
         &path,
         overrides.server_address.is_some(),
         |p| config::load_client_relay(p, &overrides),
@@ -240,14 +266,36 @@ fn prepare(args: &RunArgs) -> Result<RunDaemon, StartError> {
 
     let mode = match cfg.relay_type {
         RelayType::Client => {
-            let user = privileges::lookup_user(&args.daemon.user).map_err(|e| StartError(e.to_string()))?;
-            let helper = HelperOptions { user, hook: cfg.client_hook.clone() };
+            let user = args.daemon.user()?;
+            // Not kept in `cfg`: a reload compares the files' own ClientHook.
+            let hook = cfg.client_hook.clone().or_else(|| flavour.default_client_hook());
+            let helper = HelperOptions { user, hook, route: None, seccomp: !args.daemon.no_seccomp };
             let server = cfg.server_address.clone().ok_or_else(|| StartError("no Teredo server".into()))?;
             Mode::Client { helper, server, server2: cfg.server_address2.clone() }
         }
         RelayType::Cone | RelayType::Restricted => {
-            configure_relay_interface(&tuns[0], &cfg)?;
+            let mut probes = Vec::with_capacity(cfg.probe_servers.len());
+            for h in &cfg.probe_servers {
+                let a = resolve::any_ipv4(h)
+                    .map_err(|e| StartError::new(super::locate(&path, "ServerAddress"), e))?;
+                if !probes.contains(&a) {
+                    probes.push(a);
+                }
+            }
+            // With servers to probe, the route waits for the first answer.
+            let announced = probes.is_empty();
+            let route = configure_relay_interface(&tuns[0], &cfg, announced)?;
+            let user = args.daemon.user()?;
             Mode::Relay {
+                helper: HelperOptions {
+                    user,
+                    hook: None,
+                    route: Some(route),
+                    seccomp: !args.daemon.no_seccomp,
+                },
+                probes,
+                announced,
+                steering_key: if udps.len() > 1 { steering_key } else { 0 },
                 config: RelayConfig {
                     prefix: cfg.prefix.0,
                     cone: cfg.relay_type == RelayType::Cone,
@@ -263,9 +311,24 @@ fn prepare(args: &RunArgs) -> Result<RunDaemon, StartError> {
     Ok(RunDaemon { path, overrides, timers: args.timers, cfg, tuns, udps, key, mode, helper: None })
 }
 
+/// The worker that receives the answers of `server` (from its port 3544) among `workers`
+/// steered with `key` (see `teredo_net::steer`): the one that must run its probe.
+fn probe_worker(server: Ipv4Addr, workers: usize, key: u64) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let n = u32::try_from(workers).unwrap_or(u32::MAX);
+    teredo_net::steer::shard(server, teredo_proto::address::TEREDO_PORT, n, key) as usize
+}
+
 /// A relay's interface is set up once, as root (miredo-facts §5.1): MTU, up, the
-/// link-local fe80::ffff:ffff:ffff/64 and the route to the served prefix.
-fn configure_relay_interface(tun: &Tun, cfg: &ClientRelayConfig) -> Result<(), StartError> {
+/// link-local fe80::ffff:ffff:ffff/64 and, when `announce`, the route to the served
+/// prefix. Returns that route (for the helper that adds and deletes it later).
+fn configure_relay_interface(
+    tun: &Tun,
+    cfg: &ClientRelayConfig,
+    announce: bool,
+) -> Result<Route, StartError> {
     let mut ifc = teredo_net::ifconfig::platform_config(tun).map_err(|e| StartError::new("netlink", e))?;
     let idx = tun.ifindex();
     let ctx = |what: &str| format!("{} ({what})", tun.name());
@@ -281,9 +344,12 @@ fn configure_relay_interface(tun: &Tun, cfg: &ClientRelayConfig) -> Result<(), S
     )
     .ok_or_else(|| StartError(ctx("prefix")))?;
     let route = Route { destination: prefix, ifindex: idx, metric: RELAY_ROUTE_METRIC };
+    if !announce {
+        return Ok(route);
+    }
     match ifc.add_route(&route) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_exists() => Ok(()),
+        Ok(()) => Ok(route),
+        Err(e) if e.is_exists() => Ok(route),
         Err(e) => Err(StartError::new(ctx("route"), e)),
     }
 }
@@ -296,18 +362,30 @@ impl Daemon for RunDaemon {
         }
     }
 
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+
     fn after_detach(&mut self, detached: bool) -> Result<(), StartError> {
-        // The client's helper, forked while still root and single-threaded, in the
-        // detached process, and before the daemon's signals are blocked.
-        if let Mode::Client { helper, .. } = &self.mode {
-            if detached {
-                // Logs go to syslog now; the helper must not keep the caller's stdout and
-                // stderr open once the parent has exited.
-                teredo_net::detach::null_stdio().map_err(|e| StartError::new("/dev/null", e))?;
-            }
-            let h =
-                helper::spawn(&self.tuns[0], helper).map_err(|e| StartError::new("privileged helper", e))?;
-            self.helper = Some(h);
+        // The helper, forked while still root and single-threaded, in the detached
+        // process, and before the daemon's signals are blocked.
+        let (options, relay) = match &self.mode {
+            Mode::Client { helper, .. } => (helper, false),
+            Mode::Relay { helper, .. } => (helper, true),
+        };
+        if detached {
+            // Logs go to syslog now; the helper must not keep the caller's stdout and
+            // stderr open once the parent has exited.
+            teredo_net::detach::null_stdio().map_err(|e| StartError::new("/dev/null", e))?;
+        }
+        // SAFETY: called from `after_detach`, before the control, signal and worker threads
+        // start: the process has a single thread.
+        match unsafe { helper::spawn(&self.tuns[0], options) } {
+            Ok(h) => self.helper = Some(h),
+            // A relay without one (a platform where it is not written yet) keeps the
+            // route it was given at start-up: no health-gating, no drain.
+            Err(e) if relay => warn!("{e}: the relay's route will not follow its health"),
+            Err(e) => return Err(StartError::new("privileged helper", e)),
         }
         Ok(())
     }
@@ -325,6 +403,7 @@ impl Daemon for RunDaemon {
                 max_peers: self.cfg.max_peers as usize,
                 ..Default::default()
             },
+            bubbles_per_second: self.cfg.bubble_rate,
             ..Default::default()
         };
         let limits = whole.shared_by(workers);
@@ -346,16 +425,44 @@ impl Daemon for RunDaemon {
                     };
                     let mut c = self.timers.apply(client::Config::new(address));
                     c.secondary = server2.as_ref().and_then(Host::ipv4);
-                    let e = ClientEndpoint::new(c, self.key.clone(), limits, now)
+                    // RFC 6081 §5.4.3 compares the origin port with it; §5.3.3 maps it first.
+                    c.local_port = local.map_or(0, |l| l.port());
+                    if self.cfg.upnp {
+                        c.upnp_wait = client::MAX_UPNP_WAIT;
+                    }
+                    let mut e = ClientEndpoint::new(c, self.key.clone(), limits, now)
                         .map_err(|e| StartError::new("ServerAddress", e))?;
+                    e.set_local_discovery(now, self.cfg.local_discovery);
+                    if let Some(k) = &self.cfg.credentials {
+                        let c = teredo_proto::secure::Credentials::new(k.id.as_bytes(), k.secret.as_bytes())
+                            .map_err(|e| StartError::new(super::locate(&self.path, "ClientIdentifier"), e))?;
+                        e.set_credentials(Some(c));
+                    }
+                    if self.cfg.local_discovery
+                        && let Err(err) = teredo_net::udp::set_multicast_link_scope(&udp)
+                    {
+                        warn!("local discovery: {err}");
+                    }
                     Core::Client(e)
                 }
-                Mode::Relay { config } => Core::Relay(
+                Mode::Relay { config, .. } => Core::Relay(
                     Tunnel::new(Role::Relay(*config), self.key.clone(), limits, now)
                         .map_err(|e| StartError::new("peer table", e))?,
                 ),
             };
-            roles.push(TunnelWorker::new(start, udp, tun, core));
+            let worker = TunnelWorker::new(start, udp, tun, core);
+            let worker = match &self.mode {
+                Mode::Relay { probes, steering_key, .. } => {
+                    let mine = probes
+                        .iter()
+                        .filter(|&&s| probe_worker(s, workers, *steering_key) == i)
+                        .map(|&s| ServerProbe::new(s, self.key.clone(), ProbeConfig::default(), now))
+                        .collect();
+                    worker.with_probes(mine)
+                }
+                Mode::Client { .. } => worker,
+            };
+            roles.push(worker);
         }
         let offloads = roles.first().is_some_and(TunnelWorker::offloads);
         let what = if matches!(self.mode, Mode::Client { .. }) { "client" } else { "relay" };
@@ -369,9 +476,22 @@ impl Daemon for RunDaemon {
             if workers == 1 { "" } else { "s" }
         );
         let workers = worker::spawn(roles, waker.clone())?;
+        if matches!(self.mode, Mode::Client { .. })
+            && self.cfg.local_discovery
+            && let Some(link) = workers.link(0)
+        {
+            super::discovery::spawn(link);
+        }
+        let upnp = match (&self.mode, local, workers.link(0)) {
+            (Mode::Client { .. }, Some(local), Some(link)) if self.cfg.upnp => {
+                Some(super::upnp::spawn(local, link))
+            }
+            _ => None,
+        };
         let identity =
             Identity { role: what, started: start, interface, config: self.path.display().to_string() };
         let allocated_peers = self.cfg.max_peers;
+        let servers = super::client_plane::literal_servers(&self.cfg);
         let plane: Box<dyn Plane> = match self.mode {
             Mode::Client { .. } => Box::new(ClientPlane {
                 path: self.path,
@@ -382,9 +502,22 @@ impl Daemon for RunDaemon {
                 resolver: None,
                 offloads,
                 allocated_peers,
+                servers,
+                switch: None,
+                list_asked: false,
+                upnp,
             }),
-            Mode::Relay { .. } => {
-                Box::new(RelayPlane { path: self.path, cfg: self.cfg, offloads, allocated_peers })
+            Mode::Relay { probes, announced, helper, .. } => {
+                let prefix = helper.route.map_or_else(String::new, |r| r.destination.network().to_string());
+                let name = format!("route {prefix} on {}", identity.interface.as_deref().unwrap_or("?"));
+                Box::new(RelayPlane {
+                    path: self.path,
+                    cfg: self.cfg,
+                    offloads,
+                    allocated_peers,
+                    health: RelayHealth::new(&probes),
+                    route: RelayRoute { name, helper: self.helper, announced, failing: false },
+                })
             }
         };
         Ok(Started { plane, workers, identity })

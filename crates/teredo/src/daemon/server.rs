@@ -37,7 +37,7 @@ use super::control::{Observability, Plane};
 use super::lifecycle::{self, Daemon, Names, Settings, Started};
 use super::status::Identity;
 use super::worker::{self, Role, Snapshot, Workers};
-use super::{DaemonArgs, StartError, reload, resolve};
+use super::{DaemonArgs, Flavour, StartError, reload, resolve};
 use crate::config::{self, Host, ServerOverrides};
 
 /// Datagrams per system call.
@@ -94,11 +94,24 @@ pub struct ServerDaemon {
 
 /// Runs the server; returns the exit status.
 pub fn run(args: &ServerArgs) -> u8 {
-    let names = Names { who: "teredo server", ident: "teredo-server", pidfile: "/run/teredo-server.pid" };
-    lifecycle::run(names, &args.daemon, || prepare(args))
+    run_as(args, Flavour::Teredo)
 }
 
-fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
+/// Runs the server with the defaults of `flavour` (Miredo's for the `miredo-server` entry
+/// point); returns the exit status.
+pub fn run_as(args: &ServerArgs, flavour: Flavour) -> u8 {
+    let names = match flavour {
+        Flavour::Teredo => {
+            Names { who: "teredo server", ident: "teredo-server", pidfile: "/run/teredo-server.pid" }
+        }
+        Flavour::Miredo => {
+            Names { who: "miredo-server", ident: "miredo-server", pidfile: "/var/run/miredo-server.pid" }
+        }
+    };
+    lifecycle::run(names, &args.daemon, || prepare(args, names.who))
+}
+
+fn prepare(args: &ServerArgs, who: &str) -> Result<ServerDaemon, StartError> {
     let overrides = ServerOverrides {
         server_bind_address: match &args.server_address {
             Some(s) => {
@@ -109,7 +122,7 @@ fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
     };
     let path = args.daemon.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_SERVER_FILE));
     let cfg = super::read_config(
-        "teredo server",
+        who,
         &path,
         overrides.server_bind_address.is_some(),
         |p| config::load_server(p, &overrides),
@@ -134,8 +147,13 @@ fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
     if secondary == primary {
         return Err(StartError("the secondary address must differ from the primary".into()));
     }
-    let server =
+    let mut server =
         Server::new(ServerConfig { primary, secondary, prefix: cfg.prefix.0, mtu: cfg.interface_mtu });
+    // Secure qualification: the key file is read now, as root, before the privilege drop
+    // (it should be readable by root alone).
+    if let Some(keys) = client_keys(&path, &cfg)? {
+        server.set_client_keys(Some(Arc::new(keys)));
+    }
     let workers = args
         .workers
         .unwrap_or_else(|| thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
@@ -148,7 +166,11 @@ fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
         };
         sockets.push((bind(primary)?, bind(secondary)?));
     }
-    // Packet sockets need CAP_NET_RAW: opened now, used after the drop.
+    // Packet sockets need CAP_NET_RAW: opened now, used after the drop. Only with `--tx
+    // packet` (none otherwise): one per worker, each a send-only AF_PACKET socket bound to
+    // no protocol (it receives nothing), the fast path of the server's answers. They
+    // stay for the daemon's life because the unprivileged, sandboxed worker could never
+    // open one again.
     let mut packet = Vec::new();
     if args.tx == Tx::Packet {
         for _ in 0..workers {
@@ -157,23 +179,24 @@ fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
         if let Some(p) = packet.first() {
             if p.ethernet_links() == 0 {
                 eprintln!(
-                    "teredo server: warning: --tx packet: no Ethernet interface is up; answers go through the UDP sockets"
+                    "{who}: warning: --tx packet: no Ethernet interface is up; answers go through the UDP sockets"
                 );
             } else if p.policy_routing() {
                 eprintln!(
-                    "teredo server: warning: --tx packet: policy routing rules are in use; answers go through the UDP sockets"
+                    "{who}: warning: --tx packet: policy routing rules are in use; answers go through the UDP sockets"
                 );
             }
         }
     }
     // Forwarding echo tests to native hosts needs a raw socket; without one the server
-    // still qualifies clients, so a failure is a warning.
+    // still qualifies clients, so a failure is a warning. The one raw socket the server
+    // keeps (RFC 4380 §5.3.1: a client's echo test to a native IPv6 host, sent by the
+    // server as plain IPv6), shared by the workers; it is IPPROTO_RAW-style send-only
+    // traffic, so no packet is ever read from it.
     let raw = match RawIpv6::open() {
         Ok(r) => Some(r),
         Err(e) => {
-            eprintln!(
-                "teredo server: warning: no raw IPv6 socket ({e}): echo tests will not reach native IPv6"
-            );
+            eprintln!("{who}: warning: no raw IPv6 socket ({e}): echo tests will not reach native IPv6");
             None
         }
     };
@@ -181,6 +204,10 @@ fn prepare(args: &ServerArgs) -> Result<ServerDaemon, StartError> {
 }
 
 impl Daemon for ServerDaemon {
+    fn files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.path.clone()).chain(self.cfg.client_keys.clone()).collect()
+    }
+
     fn settings(&self) -> Settings {
         Settings {
             facility: self.cfg.syslog_facility.code(),
@@ -394,8 +421,8 @@ impl ServerWorker {
 }
 
 impl Role for ServerWorker {
-    fn fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.socks.0.as_fd(), self.socks.1.as_fd()]
+    fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        [self.socks.0.as_fd(), self.socks.1.as_fd()].into_iter()
     }
 
     fn handle_timeout(&mut self) -> Duration {
@@ -405,11 +432,11 @@ impl Role for ServerWorker {
         worker::MAX_WAIT
     }
 
-    fn handle_ready(&mut self, ready: [bool; 2]) {
-        if ready[0] {
+    fn handle_ready(&mut self, ready: &[bool]) {
+        if ready.first() == Some(&true) {
             self.serve(0, Local::Primary);
         }
-        if ready[1] {
+        if ready.get(1) == Some(&true) {
             self.serve(1, Local::Secondary);
         }
     }
@@ -429,4 +456,34 @@ impl Role for ServerWorker {
         }
         Snapshot::Server(ServerStatus { addresses: (cfg.primary, cfg.secondary), counters })
     }
+}
+
+/// The clients of `ClientKeys`, if set (RFC 4380 §5.2.2); a bad key file stops start-up
+/// with its diagnostics, which never show a secret.
+fn client_keys(
+    path: &std::path::Path,
+    cfg: &config::ServerConfig,
+) -> Result<Option<teredo_proto::server::ClientKeys>, StartError> {
+    let Some(file) = &cfg.client_keys else { return Ok(None) };
+    let parsed = config::load_client_keys(file)
+        .map_err(|e| StartError(format!("{}: {e}", super::locate(path, "ClientKeys"))))?;
+    let Some(list) = parsed.config else {
+        let lines: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+        return Err(StartError(lines.join("\n")));
+    };
+    let mut keys = teredo_proto::server::ClientKeys::new(cfg.require_authentication);
+    for k in list {
+        match teredo_proto::secure::Credentials::new(k.id.as_bytes(), k.secret.as_bytes()) {
+            Ok(c) => keys.insert(c),
+            Err(e) => return Err(StartError(format!("{}: client {:?}: {e}", file.display(), k.id))),
+        }
+    }
+    info!(
+        "secure qualification: {} client{} from {}{}",
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" },
+        file.display(),
+        if keys.required { ", required" } else { "" }
+    );
+    Ok(Some(keys))
 }

@@ -2,7 +2,8 @@
 //! per daemon, built by the control thread from its workers' [`Snapshot`]s. The keys are
 //! a contract (see the README): every role has `role`, `pid`, `uptime_s` and `counters`;
 //! a client `state`, `address`, `server`, `mapped`, `nat`, `mtu`, `peers`; a relay
-//! `prefix`, `workers`, `peers`; a server `addresses`; `peer_list` when asked for.
+//! `prefix`, `workers`, `peers` (and `health`, added by its control, see
+//! `super::relay_health`); a server `addresses`; `peer_list` when asked for.
 
 use std::net::Ipv6Addr;
 use std::time::Instant;
@@ -48,6 +49,12 @@ pub fn to_json(id: &Identity, snapshots: &[Snapshot], peers: bool) -> Value {
                 o.insert("server_secondary".into(), json!(c.server.map(|(_, s)| s.to_string())));
                 o.insert("mapped".into(), json!(c.mapped.map(|m| m.to_string())));
                 o.insert("nat".into(), json!(c.nat.map_or("unknown", |n| n.word())));
+                // RFC 6081: what the extensions found and apply.
+                o.insert("port_preserving".into(), json!(c.findings.port_preserving));
+                o.insert("upnp".into(), json!(c.findings.upnp.map(|m| m.to_string())));
+                o.insert("upnp_single_nat".into(), json!(c.findings.upnp_single_nat()));
+                o.insert("nat_extension".into(), json!(c.findings.extension()));
+                o.insert("random_ports".into(), json!(c.random_ports));
                 o.insert("mtu".into(), json!(c.mtu));
                 o.insert("last_interaction_s".into(), json!(c.last_interaction.map(|d| d.as_secs())));
                 peer_count += c.peers;
@@ -72,7 +79,10 @@ pub fn to_json(id: &Identity, snapshots: &[Snapshot], peers: bool) -> Value {
     if id.role != "client" {
         o.insert("workers".into(), json!(snapshots.len()));
     }
-    let counters: Map<String, Value> = counters.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+    let mut counters: Map<String, Value> =
+        counters.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+    // The process's, not a worker's: calls its seccomp filter denied (teredo_net::sandbox).
+    counters.insert("seccomp_denied".into(), json!(teredo_net::sandbox::denied()));
     o.insert("counters".into(), Value::Object(counters));
     if peers {
         let l: Vec<Value> = list.into_iter().take(MAX_PEER_LIST).map(peer_json).collect();
@@ -105,7 +115,10 @@ pub fn status_line(v: &Value) -> String {
             ),
             None => s("state"),
         },
-        Some("relay") => format!("relaying {} with {} workers", s("prefix"), v["workers"]),
+        Some("relay") => match v.get("health").and_then(|h| h.get("route")).and_then(Value::as_str) {
+            Some(route) => format!("relaying {} with {} workers, route {route}", s("prefix"), v["workers"]),
+            None => format!("relaying {} with {} workers", s("prefix"), v["workers"]),
+        },
         Some("server") => format!("serving {}", v["addresses"]),
         _ => String::new(),
     }

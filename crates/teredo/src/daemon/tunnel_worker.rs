@@ -1,7 +1,12 @@
 //! A client's or relay's packet path, the [`Role`] the worker loop drives for `teredo
 //! run`: batched UDP (recvmmsg with GRO, sendmmsg with GSO) on one side, the TUN (with its
 //! offloads, see [`super::offload`]) on the other, and the sans-IO core between them: a
-//! [`ClientEndpoint`] for a client, a relay [`Tunnel`] for a relay.
+//! [`ClientEndpoint`] for a client, a relay [`Tunnel`] for a relay. A relay's worker also
+//! runs the probes of the servers steered to it ([`ServerProbe`], its health): their
+//! solicitations leave in its send batch, their answers are taken before the tunnel sees
+//! them, and each outcome is reported to the control thread. A client also has its random
+//! sockets (module `random_sockets`, RFC 6081 §5.4, §5.5), polled after the UDP socket and
+//! the TUN; the trusted fast path does not touch them.
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -10,13 +15,18 @@ use std::time::Duration;
 use socket2::Socket;
 use teredo_net::batch::{RecvBatch, SendBatch};
 use teredo_net::tun::Tun;
+use teredo_proto::address::TEREDO_PORT;
+use teredo_proto::client;
 use teredo_proto::endpoint::ClientEndpoint;
 use teredo_proto::offload::{self, Segments, VnetHeader};
+use teredo_proto::probe::ServerProbe;
 use teredo_proto::time::Instant;
-use teredo_proto::tunnel::{Destination, Transmit, TunVerdict, Tunnel, UdpVerdict};
+use teredo_proto::tunnel::{Destination, MAX_RANDOM_PEERS, Transmit, TunVerdict, Tunnel, UdpVerdict};
+use teredo_proto::wire::TeredoPacket;
 use tracing::warn;
 
 use super::offload::{Offload, write_frame};
+use super::random_sockets::RandomSockets;
 use super::worker::{Command, Report, Role, Snapshot};
 
 /// Datagrams per receive call.
@@ -101,6 +111,10 @@ pub(super) struct TunnelWorker {
     tun_write_errors: u64,
     /// Receive errors (logged the first few times).
     receive_errors: u64,
+    /// A relay's probes of the servers whose answers come to this worker.
+    probes: Vec<ServerProbe>,
+    /// A client's random sockets.
+    random: RandomSockets,
 }
 
 impl TunnelWorker {
@@ -117,6 +131,7 @@ impl TunnelWorker {
         // message each: one trip through the stack instead of one per packet.
         let mut tx = SendBatch::new(BATCH, SLOT_SIZE);
         tx.set_segmentation(true);
+        let bind = teredo_net::udp::local_v4(&udp).map_or(std::net::Ipv4Addr::UNSPECIFIED, |a| *a.ip());
         Self {
             start,
             udp,
@@ -128,6 +143,34 @@ impl TunnelWorker {
             offload,
             tun_write_errors: 0,
             receive_errors: 0,
+            random: RandomSockets::new(bind),
+            probes: Vec::new(),
+        }
+    }
+
+    /// Gives the worker its probes of servers (a relay's).
+    pub(super) fn with_probes(mut self, probes: Vec<ServerProbe>) -> Self {
+        self.probes = probes;
+        self
+    }
+
+    /// Whether `data` from `from` answers one of the probes (it is then taken).
+    fn probe_answer(&mut self, now: Instant, from: SocketAddrV4, data: &[u8]) -> bool {
+        let Some(p) = self.probes.iter_mut().find(|p| p.is_from_server(from)) else { return false };
+        TeredoPacket::parse(data).is_ok_and(|packet| p.handle_datagram(now, from, &packet))
+    }
+
+    /// The probes' solicitations that are due, into the send batch.
+    fn send_probes(&mut self, now: Instant) {
+        for p in &mut self.probes {
+            p.handle_timeout(now);
+            if self.tx.is_full() {
+                let _ = self.tx.flush(self.udp.as_fd());
+            }
+            let Some(slot) = self.tx.next_buf() else { break };
+            if let Some((len, to)) = p.poll_transmit(now, slot) {
+                self.tx.commit(len, to);
+            }
         }
     }
 
@@ -168,6 +211,12 @@ impl TunnelWorker {
                     continue;
                 }
                 for data in rx.segments(i) {
+                    if !self.probes.is_empty()
+                        && from.port() == TEREDO_PORT
+                        && self.probe_answer(now, from, data)
+                    {
+                        continue;
+                    }
                     let verdict = self.core.handle_datagram(now, from, data);
                     if self.core.has_output() {
                         // A peer or relay was just verified: its queued packets go out now,
@@ -247,8 +296,10 @@ impl TunnelWorker {
                 Ok(n) => n,
                 Err(_) => break,
             };
-            if let TunVerdict::Send { dst } = self.core.handle_tun_packet(now, &slot[..n]) {
-                self.tx.commit(n, dst);
+            match self.core.handle_tun_packet(now, &slot[..n]) {
+                TunVerdict::Send { dst } => self.tx.commit(n, dst),
+                TunVerdict::SendFrom { port, dst } => self.random.send(port, &slot[..n], dst),
+                TunVerdict::Queued | TunVerdict::Drop(_) => {}
             }
         }
         if !self.tx.is_empty() {
@@ -279,8 +330,10 @@ impl TunnelWorker {
                     o.errors += 1;
                     continue;
                 }
-                if let TunVerdict::Send { dst } = self.core.handle_tun_packet(now, &slot[..n]) {
-                    self.tx.commit(n, dst);
+                match self.core.handle_tun_packet(now, &slot[..n]) {
+                    TunVerdict::Send { dst } => self.tx.commit(n, dst),
+                    TunVerdict::SendFrom { port, dst } => self.random.send(port, &slot[..n], dst),
+                    TunVerdict::Queued | TunVerdict::Drop(_) => {}
                 }
                 continue;
             }
@@ -300,8 +353,10 @@ impl TunnelWorker {
                 }
                 let Some(slot) = self.tx.next_buf() else { break };
                 let Some(len) = segments.next_into(slot) else { break };
-                if let TunVerdict::Send { dst } = self.core.handle_tun_packet(now, &slot[..len]) {
-                    self.tx.commit(len, dst);
+                match self.core.handle_tun_packet(now, &slot[..len]) {
+                    TunVerdict::Send { dst } => self.tx.commit(len, dst),
+                    TunVerdict::SendFrom { port, dst } => self.random.send(port, &slot[..len], dst),
+                    TunVerdict::Queued | TunVerdict::Drop(_) => {}
                 }
             }
         }
@@ -315,6 +370,10 @@ impl TunnelWorker {
     /// (bubbles to many new peers, released queues: one sendmmsg for a batch, not one
     /// system call each); what goes to the TUN is written from its slot.
     fn transmit(&mut self, now: Instant) {
+        // Sockets the data path opened exist before anything leaves from them.
+        if let Core::Client(c) = &mut self.core {
+            self.random.reconcile(c);
+        }
         loop {
             if self.tx.is_full() {
                 let _ = self.tx.flush(self.udp.as_fd());
@@ -323,6 +382,7 @@ impl TunnelWorker {
             let Some(t) = self.core.poll_transmit(now, slot) else { break };
             match t.dest {
                 Destination::Udp(to) => self.tx.commit(t.len, to),
+                Destination::UdpFrom { port, to } => self.random.send(port, &slot[..t.len], to),
                 Destination::Tun => {
                     if self.tun.send(&slot[..t.len]).is_err() {
                         self.tun_write_errors += 1;
@@ -336,24 +396,71 @@ impl TunnelWorker {
     }
 }
 
+impl TunnelWorker {
+    /// Datagrams from the random socket of `port` (RFC 6081 §5.4, §5.5).
+    fn receive_random(&mut self, port: u16) {
+        let mut rx = std::mem::replace(&mut self.rx, RecvBatch::new(0, 0));
+        let n = match (0..self.random.len()).find_map(|i| self.random.get(i).filter(|(p, _)| *p == port)) {
+            Some((_, socket)) => rx.recv(socket.as_fd()).unwrap_or(0),
+            None => 0,
+        };
+        let now = self.now();
+        for i in 0..n {
+            let (from, _, truncated) = rx.get(i);
+            if truncated {
+                continue;
+            }
+            for data in rx.segments(i) {
+                let Core::Client(c) = &mut self.core else { break };
+                let verdict = c.handle_random_datagram(now, port, from, data);
+                if self.core.has_output() {
+                    self.flush_coalescer();
+                    self.transmit(now);
+                }
+                if let UdpVerdict::Deliver { range } = verdict {
+                    self.deliver(&data[range]);
+                }
+            }
+        }
+        self.flush_coalescer();
+        self.rx = rx;
+        self.transmit(now);
+    }
+}
+
 impl Role for TunnelWorker {
-    fn fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.udp.as_fd(), self.tun.as_fd()]
+    fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        [self.udp.as_fd(), self.tun.as_fd()].into_iter().chain(self.random.fds())
     }
 
     fn handle_timeout(&mut self) -> Duration {
         let now = self.now();
         self.core.handle_timeout(now);
+        self.send_probes(now);
         self.transmit(now);
-        self.core.poll_timeout().saturating_since(now)
+        let next =
+            self.probes.iter().map(ServerProbe::poll_timeout).fold(self.core.poll_timeout(), Instant::min);
+        next.saturating_since(now)
     }
 
-    fn handle_ready(&mut self, ready: [bool; 2]) {
-        if ready[0] {
+    fn handle_ready(&mut self, ready: &[bool]) {
+        if ready.first() == Some(&true) {
             self.receive_udp();
         }
-        if ready[1] {
+        if ready.get(1) == Some(&true) {
             self.receive_tun();
+        }
+        // By port: serving one may open or close others.
+        let mut ports = [0u16; MAX_RANDOM_PEERS];
+        let mut n = 0;
+        for (i, r) in ready.iter().enumerate().skip(2) {
+            if *r && let Some((p, _)) = self.random.get(i - 2) {
+                ports[n] = p;
+                n += 1;
+            }
+        }
+        for &p in &ports[..n] {
+            self.receive_random(p);
         }
     }
 
@@ -365,10 +472,23 @@ impl Role for TunnelWorker {
         };
         let c = s.counters_mut();
         c.push(("socket_refused", self.tx.dropped()));
+        c.push(("gso_refused", self.tx.segmentation_refusals()));
         c.push(("tun_refused", self.tun_write_errors));
         c.push(("receive_errors", self.receive_errors));
+        c.push(("random_sockets", self.random.len() as u64));
+        c.push(("random_socket_bind_failures", self.random.unavailable));
+        c.push(("random_socket_send_errors", self.random.send_errors));
         if let Some(o) = &self.offload {
             c.extend(o.counters());
+        }
+        if !self.probes.is_empty() {
+            let sum = |f: fn(&teredo_proto::probe::ProbeStats) -> u64| {
+                self.probes.iter().map(|p| f(&p.stats())).sum::<u64>()
+            };
+            c.push(("probes_sent", sum(|s| s.sent)));
+            c.push(("probes_answered", sum(|s| s.answered)));
+            c.push(("probes_unanswered", sum(|s| s.unanswered)));
+            c.push(("probes_ignored", sum(|s| s.ignored)));
         }
         s
     }
@@ -381,11 +501,20 @@ impl Role for TunnelWorker {
                     warn!("Teredo server: {e}");
                 }
             }
+            (Core::Client(c), Command::SetServerLater { primary, secondary }) => {
+                if let Err(e) = c.set_server_later(now, primary, secondary) {
+                    warn!("Teredo server: {e}");
+                }
+            }
             (Core::Client(c), Command::ResolutionFailed) => c.resolution_failed(now),
             (Core::Client(c), Command::SolicitNow) => c.solicit_now(now),
             (Core::Client(c), Command::SetMaxPeers(n)) => {
                 c.set_max_peers(n);
             }
+            (Core::Client(c), Command::Discovery { from, datagram }) => {
+                c.handle_discovery(now, from, &datagram);
+            }
+            (Core::Client(c), Command::Upnp(mapping)) => c.set_upnp(now, mapping),
             (Core::Relay(t), Command::SetMaxPeers(n)) => {
                 t.set_max_peers(n);
             }
@@ -397,7 +526,20 @@ impl Role for TunnelWorker {
     fn reports(&mut self, out: &mut Vec<Report>) {
         if let Core::Client(c) = &mut self.core {
             while let Some(e) = c.poll_event() {
+                if let client::Event::Up { .. } = e
+                    && let Some((server, _)) = c.server()
+                {
+                    // RFC 6081 §5.6: the local address peers behind our NAT can reach.
+                    let local =
+                        teredo_net::udp::source_toward(&self.udp, SocketAddrV4::new(server, TEREDO_PORT));
+                    c.set_local_address(local.ok());
+                }
                 out.push(Report::Client(e));
+            }
+        }
+        for p in &mut self.probes {
+            while let Some(outcome) = p.poll_outcome() {
+                out.push(Report::Probe { server: p.server(), outcome });
             }
         }
     }

@@ -1,8 +1,8 @@
 //! The packet plane: one worker loop for all three roles, driven through a small role
 //! trait ([`Role`]), and the supervision of the worker threads ([`Workers`]).
 //!
-//! A worker sleeps in poll(2) on its role's two descriptors (UDP and TUN, or the server's
-//! two sockets) and on its [`Waker`]; it never blocks on anything else. The control
+//! A worker sleeps in poll(2) on its role's descriptors (UDP and TUN, with a client's
+//! random sockets; or the server's two sockets) and on its [`Waker`]; it never blocks on anything else. The control
 //! thread talks to it through a bounded channel of [`Command`]s (then wakes it); the
 //! worker answers snapshots with `try_send` on a channel of one place, and reports
 //! ([`Report`]: a client's state changes, a failure) on a bounded channel, so that
@@ -52,12 +52,30 @@ pub enum Command {
         /// The secondary address, if not the primary plus one.
         secondary: Option<Ipv4Addr>,
     },
+    /// A client's server to qualify with when its restart delay ends (the first of its
+    /// list, after every one failed).
+    SetServerLater {
+        /// The primary address.
+        primary: Ipv4Addr,
+        /// The secondary address, if not the primary plus one.
+        secondary: Option<Ipv4Addr>,
+    },
     /// A client's server name did not resolve.
     ResolutionFailed,
     /// A client solicits its server at once (SIGHUP).
     SolicitNow,
     /// This worker's share of the most peers (a reload within the allocation).
     SetMaxPeers(usize),
+    /// What a client's UPnP IGD gave (RFC 6081 §5.3.3): the mapping of its port, or none.
+    Upnp(Option<std::net::SocketAddrV4>),
+    /// A datagram received on the Teredo IPv4 Discovery Address (a client's local
+    /// discovery, RFC 4380 §5.2.8).
+    Discovery {
+        /// Its source.
+        from: std::net::SocketAddrV4,
+        /// Its bytes.
+        datagram: Box<[u8]>,
+    },
 }
 
 /// A worker's state, for `teredo status`, the metrics and the exit summary.
@@ -96,6 +114,13 @@ impl Snapshot {
 pub enum Report {
     /// A client's qualification event (configure the interface, resolve the server...).
     Client(client::Event),
+    /// What became of a relay's probe of a server (its health).
+    Probe {
+        /// The server probed.
+        server: Ipv4Addr,
+        /// Answered or not.
+        outcome: teredo_proto::probe::Outcome,
+    },
     /// A worker failed (panicked): the daemon stops.
     Failed {
         /// Which worker.
@@ -107,12 +132,14 @@ pub enum Report {
 
 /// One role's packet path, as the worker loop drives it.
 pub trait Role: Send + 'static {
-    /// The two descriptors to wait on (UDP and TUN; or the server's two sockets).
-    fn fds(&self) -> [BorrowedFd<'_>; 2];
+    /// The descriptors to wait on, at most [`poll::MAX_FDS`] - 1 (UDP and TUN, then a
+    /// client's random sockets; or the server's two sockets).
+    fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>>;
     /// Runs the timers due now; returns how long to sleep at most.
     fn handle_timeout(&mut self) -> Duration;
-    /// Serves the descriptors that are readable.
-    fn handle_ready(&mut self, ready: [bool; 2]);
+    /// Serves the descriptors that are readable: `ready[i]` for the `i`th of
+    /// [`Role::fds`].
+    fn handle_ready(&mut self, ready: &[bool]);
     /// The snapshot now.
     fn snapshot(&self, peers: bool) -> Snapshot;
     /// A command other than a snapshot.
@@ -125,11 +152,21 @@ pub trait Role: Send + 'static {
     }
 }
 
-/// The control thread's end of one worker.
-#[derive(Debug)]
-struct Link {
+/// The control thread's end of one worker (or another thread's: [`Workers::link`]).
+#[derive(Debug, Clone)]
+pub struct Link {
     commands: SyncSender<Command>,
     waker: Arc<Waker>,
+}
+
+impl Link {
+    /// Sends `command` to the worker and wakes it; false when its queue is full or it
+    /// stopped (the command is then dropped).
+    pub fn send(&self, command: Command) -> bool {
+        let sent = self.commands.try_send(command).is_ok();
+        self.waker.wake();
+        sent
+    }
 }
 
 /// The running workers of a daemon.
@@ -206,6 +243,11 @@ impl Workers {
         };
         l.waker.wake();
         sent
+    }
+
+    /// A handle on worker `i` that another thread may keep to send it commands.
+    pub fn link(&self, i: usize) -> Option<Link> {
+        self.links.get(i).cloned()
     }
 
     /// Gives every worker its share of `max_peers`, the bound of the whole daemon, divided
@@ -309,22 +351,26 @@ fn supervise<R: Role>(mut role: R, ctx: Context) -> Option<Snapshot> {
 /// The one worker loop.
 fn run<R: Role>(role: &mut R, ctx: &Context) {
     let mut reports = Vec::new();
+    let mut ready = [false; poll::MAX_FDS];
     let mut beats = 0u64;
     while !ctx.stop.load(Ordering::Relaxed) {
         let wait = role.handle_timeout().min(MAX_WAIT);
+        // The role's descriptors, then the waker (never past the bound: the role's list is
+        // cut first).
         let polled = {
-            let [a, b] = role.fds();
-            poll::readable(&[a, b, ctx.waker.as_fd()], wait)
+            let fds = role.fds().take(poll::MAX_FDS - 1).chain(std::iter::once(ctx.waker.as_fd()));
+            poll::readable_many(fds, wait, &mut ready)
         };
-        let ready = match polled {
-            Ok(r) => r,
+        let n = match polled {
+            Ok(n) => n,
             Err(e) => {
                 warn!("poll: {e}");
                 thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        if ready[2] {
+        let roles = n.saturating_sub(1);
+        if ready[roles] {
             ctx.waker.drain();
             while let Ok(c) = ctx.commands.try_recv() {
                 match c {
@@ -335,7 +381,7 @@ fn run<R: Role>(role: &mut R, ctx: &Context) {
                 }
             }
         }
-        role.handle_ready([ready[0], ready[1]]);
+        role.handle_ready(&ready[..roles]);
         role.reports(&mut reports);
         for r in reports.drain(..) {
             ctx.report(r);

@@ -282,6 +282,96 @@ fn client_behind_symmetric_nat_reaches_v6_host() {
     });
 }
 
+/// Which client implementation a peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientImpl {
+    Teredo,
+    Miredo,
+}
+
+impl ClientImpl {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Teredo => "teredo",
+            Self::Miredo => "Miredo",
+        }
+    }
+
+    fn start(self, c: &Client, server: &Server) -> TestResult<Daemon> {
+        match self {
+            Self::Teredo => start_teredo_client(c, server, &[]),
+            Self::Miredo => Ok(miredo::start_client(c, server, IFACE)?),
+        }
+    }
+}
+
+/// A client (`first`) behind a NAT of `first_kind` pings a client (`second`) behind a NAT
+/// of `second_kind` first, then is pinged back; the echoes go directly between the NATs
+/// (see [`check_direct`]). With one side behind a symmetric NAT this works only through
+/// the keyed bubbles of Miredo's `CheckBubble`: the symmetric side answers the other's
+/// indirect bubble from a new mapping, which the other verifies by the token.
+fn pair_talks_directly(
+    lab: &mut Lab,
+    first: (ClientImpl, NatKind),
+    second: (ClientImpl, NatKind),
+) -> TestResult {
+    let server = lab.server()?;
+    let _relay = lab.relay()?;
+    let a = lab.client_behind(first.1)?;
+    let b = lab.client_behind(second.1)?;
+    let _server_d = start_teredo_server(&server, &[])?;
+    let _a_d = first.0.start(&a, &server)?;
+    let _b_d = second.0.start(&b, &server)?;
+    let (a_addr, _) = check_qualified(&a, server.primary)?;
+    let (b_addr, _) = check_qualified(&b, server.primary)?;
+    let an = format!("{} behind {}", first.0.name(), first.1);
+    let bn = format!("{} behind {}", second.0.name(), second.1);
+    pings(&a, b_addr, &format!("{an} -> {bn}"))?;
+    pings(&b, a_addr, &format!("{bn} -> {an}"))?;
+    check_direct(lab, (a_addr, &a), (b_addr, &b))?;
+    check_direct(lab, (b_addr, &b), (a_addr, &a))?;
+    Ok(())
+}
+
+/// Debian's Miredo client behind an address-restricted NAT reaches `teredo run` behind a
+/// symmetric NAT directly (it verifies our reply bubble by its token).
+#[test]
+fn miredo_client_reaches_client_behind_symmetric_nat_directly() {
+    teredo_lab::run("cli-sym-from-miredo", MIREDO_NEEDS, |lab: &mut Lab| {
+        pair_talks_directly(
+            lab,
+            (ClientImpl::Miredo, NatKind::AddressRestricted),
+            (ClientImpl::Teredo, NatKind::Symmetric),
+        )
+    });
+}
+
+/// `teredo run` behind an address-restricted NAT reaches Debian's Miredo client behind a
+/// symmetric NAT directly (we verify Miredo's reply bubble by our token), as one Miredo
+/// client reaches the other there.
+#[test]
+fn client_reaches_miredo_client_behind_symmetric_nat_directly() {
+    teredo_lab::run("cli-sym-to-miredo", MIREDO_NEEDS, |lab: &mut Lab| {
+        pair_talks_directly(
+            lab,
+            (ClientImpl::Teredo, NatKind::AddressRestricted),
+            (ClientImpl::Miredo, NatKind::Symmetric),
+        )
+    });
+}
+
+/// Two `teredo run` clients, one behind a symmetric NAT: the other reaches it directly.
+#[test]
+fn client_reaches_teredo_client_behind_symmetric_nat_directly() {
+    teredo_lab::run("cli-sym-to-teredo", &[], |lab: &mut Lab| {
+        pair_talks_directly(
+            lab,
+            (ClientImpl::Teredo, NatKind::AddressRestricted),
+            (ClientImpl::Teredo, NatKind::Symmetric),
+        )
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. Privileges
 // ---------------------------------------------------------------------------------------

@@ -20,56 +20,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use teredo_lab::miredo::IFACE;
 use teredo_lab::{Client, Daemon, Lab, NatKind, Node, Server};
 
-use crate::{TEREDO, TestResult, WAIT, check_qualified, ensure, start_teredo_server};
-
-/// `teredo status --json [--peers]` run in `node`'s namespace.
-fn status(node: &Node, peers: bool) -> TestResult<Vec<Value>> {
-    let mut args = vec!["status", "--json"];
-    if peers {
-        args.push("--peers");
-    }
-    let out = node.exec_output(TEREDO, &args)?;
-    ensure!(out.status.success(), "teredo status failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v.as_array().cloned().ok_or("not a JSON array")?)
-}
-
-/// The one daemon `teredo status` finds in `node`.
-fn only(node: &Node, peers: bool) -> TestResult<Value> {
-    let all = status(node, peers)?;
-    ensure!(all.len() == 1, "expected one daemon in {}, found {}: {all:?}", node.ns(), all.len());
-    Ok(all.into_iter().next().unwrap_or_default())
-}
-
-fn counter(v: &Value, name: &str) -> u64 {
-    v["counters"][name].as_u64().unwrap_or(0)
-}
-
-/// Starts `teredo run` in `node` with `config`, and waits for its start-up line.
-fn start_run(node: &Node, name: &str, config: &str, env: &[(&str, &str)]) -> TestResult<Daemon> {
-    start_run_with(node, name, config, env, &[])
-}
-
-/// [`start_run`] with more arguments.
-fn start_run_with(
-    node: &Node,
-    name: &str,
-    config: &str,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> TestResult<Daemon> {
-    let conf = node.write_artifact(&format!("{name}.conf"), config)?;
-    let conf = conf.to_string_lossy().into_owned();
-    let mut args = vec!["run", "-f", "-c", &conf];
-    args.extend_from_slice(extra);
-    let d = node.spawn_env(name, TEREDO, &args, env)?;
-    d.wait_log("Teredo ", WAIT)?;
-    Ok(d)
-}
+use crate::{
+    TEREDO, TestResult, WAIT, check_qualified, counter, ensure, only, start_run, start_run_with,
+    start_teredo_server,
+};
 
 fn client_config(server: Ipv4Addr, extra: &str) -> String {
     format!("RelayType client\nInterfaceName {IFACE}\nServerAddress {server}\n{extra}")

@@ -9,16 +9,29 @@
 //! except under `CI=true` where they fail. Run them with
 //! `cargo test -p teredo --test lab -- --nocapture` to see the measurements they print.
 
+mod amplification;
+mod anycast;
 mod client;
 mod control;
+mod entry_points;
+mod failover;
+mod faults;
+mod figure1;
+mod hairpin;
+mod package;
 mod relay;
+mod sandbox;
+mod secure;
 mod server;
+mod strangers;
+mod upnp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::Value;
 use teredo_lab::miredo::{self, IFACE};
-use teredo_lab::{Daemon, Lab, Server};
+use teredo_lab::{Daemon, Lab, Node, Server};
 
 /// Our binary.
 pub(crate) const TEREDO: &str = env!("CARGO_BIN_EXE_teredo");
@@ -83,6 +96,50 @@ pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
     status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).map_or("", str::trim)
 }
 
+/// A small deterministic generator (xorshift64*), so that a failing storm or flood can be
+/// replayed from its seed.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub(crate) fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+
+    pub(crate) fn fill(&mut self, b: &mut [u8]) {
+        for x in b {
+            *x = self.byte();
+        }
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+
+    /// Up to `max - 1` random bytes.
+    pub(crate) fn some(&mut self, max: u64) -> Vec<u8> {
+        let n = (self.next() % max) as usize;
+        self.bytes(n)
+    }
+}
+
+/// `VmRSS` of `pid`, in KiB.
+pub(crate) fn vm_rss_kib(pid: u32) -> TestResult<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+}
+
 /// The `/proc/PID/task/TID/status` of every thread of `pid`.
 pub(crate) fn thread_status(pid: u32) -> TestResult<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -115,4 +172,49 @@ pub(crate) fn check_unprivileged(pid: u32, what: &str) -> TestResult<usize> {
         }
     }
     Ok(threads.len())
+}
+
+/// `teredo status --json [--peers]` run in `node`'s namespace.
+pub(crate) fn status(node: &Node, peers: bool) -> TestResult<Vec<Value>> {
+    let mut args = vec!["status", "--json"];
+    if peers {
+        args.push("--peers");
+    }
+    let out = node.exec_output(TEREDO, &args)?;
+    ensure!(out.status.success(), "teredo status failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array().cloned().ok_or("not a JSON array")?)
+}
+
+/// The one daemon `teredo status` finds in `node`.
+pub(crate) fn only(node: &Node, peers: bool) -> TestResult<Value> {
+    let all = status(node, peers)?;
+    ensure!(all.len() == 1, "expected one daemon in {}, found {}: {all:?}", node.ns(), all.len());
+    Ok(all.into_iter().next().unwrap_or_default())
+}
+
+pub(crate) fn counter(v: &Value, name: &str) -> u64 {
+    v["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// Starts `teredo run` in `node` with `config`, and waits for its start-up line.
+pub(crate) fn start_run(node: &Node, name: &str, config: &str, env: &[(&str, &str)]) -> TestResult<Daemon> {
+    start_run_with(node, name, config, env, &[])
+}
+
+/// [`start_run`] with more arguments.
+pub(crate) fn start_run_with(
+    node: &Node,
+    name: &str,
+    config: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> TestResult<Daemon> {
+    let conf = node.write_artifact(&format!("{name}.conf"), config)?;
+    let conf = conf.to_string_lossy().into_owned();
+    let mut args = vec!["run", "-f", "-c", &conf];
+    args.extend_from_slice(extra);
+    let d = node.spawn_env(name, TEREDO, &args, env)?;
+    d.wait_log("Teredo ", WAIT)?;
+    Ok(d)
 }

@@ -4,8 +4,9 @@
 //!    IPv6 host ping each other through the `teredo` relay, both ways;
 //! 2. the same with a `teredo` client;
 //! 3. the relay drops a well-formed Teredo datagram from a peer it never sent to (RFC 4380
-//!    §5.4.2: inbound traffic never creates an entry), even though its embedded mapping
-//!    is the sender's real one: nothing reaches the IPv6 host; once the host has sent to
+//!    §5.4.2; it holds the packet of an unknown sender until the sender answers a keyed
+//!    bubble, module `teredo_proto::tunnel::relearn`, which this one cannot), even though
+//!    its embedded mapping is the sender's real one: nothing reaches the IPv6 host; once the host has sent to
 //!    that peer, the very same datagram is accepted and delivered (the control);
 //! 4. a packet for a non-Teredo destination routed into the relay's TUN is answered with
 //!    an ICMPv6 destination unreachable, code 3 (§5.4.1), that reaches the sender;
@@ -32,7 +33,7 @@ use crate::{
 
 /// Starts `teredo run` as the lab relay (the lab's `RelayType cone` config) and waits
 /// until its worker runs.
-fn start_teredo_relay(relay: &Relay) -> TestResult<Daemon> {
+pub(crate) fn start_teredo_relay(relay: &Relay) -> TestResult<Daemon> {
     let d = miredo::start_relay_with(relay, IFACE, &[TEREDO, "run"])?;
     d.wait_log("Teredo relay on", WAIT)?;
     Ok(d)
@@ -75,14 +76,16 @@ fn stop_and_count(relay_d: &mut Daemon) -> TestResult<(String, u64, u64, u64)> {
 // 1, 2. Clients reach the native IPv6 host through the relay
 // ---------------------------------------------------------------------------------------
 
-/// A client (`command`) behind a port-restricted NAT, on `teredo server`, and the v6 host
-/// ping each other through `teredo run` as the relay; the relay's counters show that it
-/// carried both directions.
-fn client_reaches_v6_host(lab: &mut Lab, command: &[&str]) -> TestResult {
+/// A client (`command`) behind a NAT of `kind`, on `teredo server`, and the v6 host ping
+/// each other through `teredo run` as the relay; the relay's counters show that it carried
+/// both directions. Behind a symmetric NAT the client's reply bubble comes from a mapping
+/// other than its address's, and the relay trusts it by the token in its destination
+/// (Miredo's `CheckBubble`).
+fn client_reaches_v6_host(lab: &mut Lab, command: &[&str], kind: NatKind) -> TestResult {
     let server = lab.server()?;
     let relay = lab.relay()?;
     let host = lab.v6host()?;
-    let client = lab.client_behind(NatKind::PortRestricted)?;
+    let client = lab.client_behind(kind)?;
     let _server_d = start_teredo_server(&server, &[])?;
     let mut relay_d = start_teredo_relay(&relay)?;
     let _client_d = miredo::start_client_with(&client, &server, IFACE, command)?;
@@ -100,13 +103,29 @@ fn client_reaches_v6_host(lab: &mut Lab, command: &[&str]) -> TestResult {
 #[test]
 fn relay_carries_miredo_client_to_v6_host() {
     teredo_lab::run("rly-miredo-client", MIREDO_NEEDS, |lab: &mut Lab| {
-        client_reaches_v6_host(lab, &[miredo::MIREDO])
+        client_reaches_v6_host(lab, &[miredo::MIREDO], NatKind::PortRestricted)
     });
 }
 
 #[test]
 fn relay_carries_teredo_client_to_v6_host() {
-    teredo_lab::run("rly-teredo-client", &[], |lab: &mut Lab| client_reaches_v6_host(lab, &[TEREDO, "run"]));
+    teredo_lab::run("rly-teredo-client", &[], |lab: &mut Lab| {
+        client_reaches_v6_host(lab, &[TEREDO, "run"], NatKind::PortRestricted)
+    });
+}
+
+#[test]
+fn relay_carries_miredo_client_behind_symmetric_nat_to_v6_host() {
+    teredo_lab::run("rly-miredo-symmetric", MIREDO_NEEDS, |lab: &mut Lab| {
+        client_reaches_v6_host(lab, &[miredo::MIREDO], NatKind::Symmetric)
+    });
+}
+
+#[test]
+fn relay_carries_teredo_client_behind_symmetric_nat_to_v6_host() {
+    teredo_lab::run("rly-teredo-symmetric", &[], |lab: &mut Lab| {
+        client_reaches_v6_host(lab, &[TEREDO, "run"], NatKind::Symmetric)
+    });
 }
 
 // ---------------------------------------------------------------------------------------

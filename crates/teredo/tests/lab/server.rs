@@ -33,8 +33,8 @@ use teredo_proto::wire::ipv6::emit_bubble;
 use teredo_proto::wire::{Authentication, OriginIndication, TeredoPacket, encap};
 
 use crate::{
-    MIREDO_NEEDS, TestResult, WAIT, check_qualified, ensure, server_pcap, start_teredo_server, status_field,
-    tshark,
+    MIREDO_NEEDS, Rng, TestResult, WAIT, check_qualified, ensure, server_pcap, start_teredo_server,
+    status_field, tshark, vm_rss_kib,
 };
 
 /// The /64 our server advertises: 2001:0:<primary 192.0.2.1>::/64.
@@ -483,29 +483,6 @@ const STORM_SEED: u64 = 0x7e2e_d05e_20ab_1e55;
 /// How much the server's resident memory may grow during the storm.
 const RSS_BOUND_KIB: u64 = 1024;
 
-/// A small deterministic generator (xorshift64*), so that a failing storm can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-    fn fill(&mut self, b: &mut [u8]) {
-        for x in b {
-            *x = self.byte();
-        }
-    }
-}
-
 /// A Teredo address on our server whose mapping is `addr`:`port`.
 fn teredo_addr(addr: Ipv4Addr, port: u16) -> Ipv6Addr {
     TeredoAddress {
@@ -727,13 +704,6 @@ fn source_towards_server() -> std::io::Result<Ipv4Addr> {
         IpAddr::V4(a) => Ok(a),
         IpAddr::V6(_) => Err(std::io::Error::other("IPv6 source")),
     }
-}
-
-/// `VmRSS` of `pid`, in KiB.
-fn vm_rss_kib(pid: u32) -> TestResult<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
 }
 
 /// The `Udp:` counters of `/proc/net/snmp` inside `node`.
