@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use zerocopy::{FromZeros, KnownLayout};
 
-use super::{MAX_PROBES, PROBE_SPACING, PROBE_WINDOW, VALIDITY};
+use super::{ECHO_TEST_HOLD, MAX_PROBES, PROBE_SPACING, PROBE_WINDOW, VALIDITY};
 use crate::time::Instant;
 
 /// What the bubble and echo-test rules of RFC 4380 §5.2.6 allow now.
@@ -319,6 +319,17 @@ impl Peer {
     /// one, after which the count starts over). The peer counts as unreachable only once
     /// the 2 s after the fourth have passed without an answer.
     pub fn check_probe(&self, now: Instant) -> ProbeCheck {
+        self.check_probe_within(now, PROBE_WINDOW)
+    }
+
+    /// The same rule for the direct IPv6 connectivity test of a native peer (RFC 4380
+    /// §5.2.9, which sets no budget of its own), with the hold-off after 4 unanswered
+    /// tests of [`ECHO_TEST_HOLD`] instead of 300 s (see there).
+    pub fn check_echo_test(&self, now: Instant) -> ProbeCheck {
+        self.check_probe_within(now, ECHO_TEST_HOLD)
+    }
+
+    fn check_probe_within(&self, now: Instant, window: Duration) -> ProbeCheck {
         let probes = self.probes();
         if probes == 0 {
             return ProbeCheck::Send;
@@ -328,7 +339,7 @@ impl Peer {
             let wait = u64::from(ms(PROBE_SPACING) - since);
             return ProbeCheck::Wait(now + Duration::from_millis(wait));
         }
-        if probes >= MAX_PROBES && since < ms(PROBE_WINDOW) {
+        if probes >= MAX_PROBES && since < ms(window) {
             return ProbeCheck::Exhausted;
         }
         ProbeCheck::Send

@@ -153,6 +153,17 @@ pub const PROBE_SPACING: Duration = Duration::from_secs(2);
 pub const MAX_PROBES: u8 = 4;
 /// The window of [`MAX_PROBES`] (RFC 4380 §5.2.6).
 pub const PROBE_WINDOW: Duration = Duration::from_secs(300);
+/// How long a native peer stays unreachable after [`MAX_PROBES`] unanswered direct IPv6
+/// connectivity tests (RFC 4380 §5.2.9, which sets no budget): one mapping validity,
+/// as with Miredo, whose peer entry expires 30 s after its last use and then starts a new
+/// count. 300 s, as for bubbles, is too long for a test whose path crosses the client's
+/// NAT four times (to the server, the relay's bubble and its answer, the reply): under
+/// 20% loss each way the four tries all fail about one time in ten, and the destination
+/// would be unreachable for five minutes. The shorter hold-off opens no amplifier: the
+/// test goes only to the client's own server, for a packet of its own host (or one
+/// admitted by the test rate), at most 4 per 32 s per destination and within the global
+/// `BubbleRate`.
+pub const ECHO_TEST_HOLD: Duration = Duration::from_secs(30);
 
 /// The slots of a new table (or fewer, `max_peers × 8/7` when that is smaller): 40 KiB.
 pub const INITIAL_SLOTS: usize = 1024;

@@ -236,3 +236,46 @@ fn a_client_sends_one_probe_per_packet_to_new_peers() {
     run(&mut c, secs(10), Duration::from_secs(30), &packets(own, secs(10), 200, natives));
     assert_eq!(c.stats().echo_tests_sent, 800);
 }
+
+/// The direct IPv6 connectivity test of a native peer (RFC 4380 §5.2.9) keeps the §5.2.6
+/// rule (4 unanswered, 2 s apart) but holds off for `ECHO_TEST_HOLD`, not 300 s, so that
+/// a destination whose four tests were lost (a lossy NAT) is tried again within a minute.
+#[test]
+fn echo_tests_to_a_silent_native_peer_start_over_after_the_hold_off() {
+    use crate::peers::ECHO_TEST_HOLD;
+    let own = teredo(A_MAP, 0);
+    let mut c = client(own, 1);
+    let silent = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 1);
+    // A packet every 500 ms for 120 s to a native destination that never answers.
+    let start = secs(10);
+    let mut at = vec![];
+    let mut now = start;
+    let mut next = start;
+    while now <= start + Duration::from_secs(120) {
+        if next <= now {
+            c.handle_tun_packet(now, &data(own, silent, 20, 0));
+            next = next + Duration::from_millis(500);
+        }
+        if c.poll_timeout() <= now {
+            c.handle_timeout(now);
+        }
+        drain(&mut c, now);
+        now = now + Duration::from_millis(100);
+        at.resize(c.stats().echo_tests_sent as usize, now);
+    }
+    println!(
+        "echo tests at {:?}",
+        at.iter().map(|t| t.saturating_since(start).as_secs_f32()).collect::<Vec<_>>()
+    );
+    // Never more than 4 in a hold-off, at least 2 s apart.
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..].iter().filter(|x| x.saturating_since(*t) < ECHO_TEST_HOLD).count();
+        assert!(within <= 4, "{within} echo tests within {ECHO_TEST_HOLD:?} from {t:?}");
+    }
+    for w in at.windows(2) {
+        assert!(w[1].saturating_since(w[0]) >= Duration::from_secs(2), "{at:?}");
+    }
+    // 4 at the start, then 4 again each hold-off (+ 6 s of tests): 3 rounds or more in
+    // 120 s, where a 300 s hold-off would allow one.
+    assert!(at.len() >= 12, "{} echo tests in 120 s: {at:?}", at.len());
+}

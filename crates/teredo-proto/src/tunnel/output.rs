@@ -298,9 +298,10 @@ impl Tunnel {
     /// Bubbles are never repeated from a timer (RFC 4380 §5.2.6 ties each to a packet, as
     /// Miredo does): a relay that repeated them would send several for one packet, to an
     /// address the packet chose. The echo test is repeated, 2 s apart and at most 4 times
-    /// in 300 s (the §5.2.6 budget; §5.2.9 sets no rule of its own), for these reasons: it
-    /// goes only to the client's own server (an address of the configuration, never one a
-    /// packet chose), which forwards it to a native address at most 4 times per 300 s;
+    /// before a hold-off of [`crate::peers::ECHO_TEST_HOLD`] (the §5.2.6 rule with a
+    /// shorter window; §5.2.9 sets no rule of its own), for these reasons: it goes only to
+    /// the client's own server (an address of the configuration, never one a packet
+    /// chose), which forwards it to a native address at most 4 times per 32 s;
     /// the packet that asked came from the own host (§5.2.4 case 2) or was admitted by
     /// [`super::Limits::tests_per_second`] (§5.2.3 case 6); every repetition also takes
     /// from the global rate; and without it a single lost test would hold a packet that
@@ -313,7 +314,7 @@ impl Tunnel {
         if !p.has_queue() || p.trusted_mapping(now).is_some() {
             return;
         }
-        match p.check_probe(now) {
+        match p.check_echo_test(now) {
             crate::peers::ProbeCheck::Send => {
                 p.record_probe(now);
                 let seq = p.probes();

@@ -613,7 +613,7 @@ impl Tunnel {
             Err(_) => return self.drop_udp(DropReason::TableFull),
         };
         p.used(now);
-        match p.check_probe(now) {
+        match p.check_echo_test(now) {
             ProbeCheck::Exhausted => {
                 self.stats.echo_tests_suppressed += 1;
                 return self.drop_udp(DropReason::PeerUnreachable);

@@ -129,12 +129,16 @@ impl Tunnel {
     /// Queues `packet` for `dst` and sends bubbles or an echo test when RFC 4380 §5.2.6
     /// allows; when the peer is unreachable, answers with an error instead.
     fn queue_and_probe(&mut self, now: Instant, dst: Ipv6Addr, packet: &[u8]) -> TunVerdict {
+        let prefix = self.teredo_prefix();
         let p = match self.peers.get_or_insert(&dst, now) {
             Ok((p, _)) => p,
             Err(_) => return self.drop_tun(DropReason::TableFull),
         };
         p.used(now);
-        match p.check_probe(now) {
+        // A bubble's budget for a Teredo peer, the echo test's for a native one.
+        let teredo = prefix.is_some_and(|x| dst.octets()[..4] == x);
+        let check = if teredo { p.check_probe(now) } else { p.check_echo_test(now) };
+        match check {
             ProbeCheck::Exhausted => {
                 self.count_suppressed_probe(&dst);
                 // No timer gives up on a Teredo peer: the first packet refused does.
