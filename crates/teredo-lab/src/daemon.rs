@@ -53,18 +53,8 @@ impl Daemon {
         env: &[(&str, &str)],
         log: impl Into<PathBuf>,
     ) -> Result<Self> {
-        let mut d = Self {
-            name: name.to_owned(),
-            ns: ns.to_owned(),
-            program: program.to_owned(),
-            args: args.to_vec(),
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            log: log.into(),
-            on_host: false,
-            child: None,
-        };
-        d.start()?;
-        Ok(d)
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self::start_new(name, ns, program, args, env, log.into(), false)
     }
 
     /// Starts `program args` on the host, in the machine's own namespaces, for a program
@@ -78,14 +68,27 @@ impl Daemon {
         args: &[String],
         log: impl Into<PathBuf>,
     ) -> Result<Self> {
+        Self::start_new(name, ns, program, args, Vec::new(), log.into(), true)
+    }
+
+    /// The daemon of the `spawn*` constructors, started.
+    fn start_new(
+        name: &str,
+        ns: &str,
+        program: &str,
+        args: &[String],
+        env: Vec<(String, String)>,
+        log: PathBuf,
+        on_host: bool,
+    ) -> Result<Self> {
         let mut d = Self {
             name: name.to_owned(),
             ns: ns.to_owned(),
             program: program.to_owned(),
             args: args.to_vec(),
-            env: Vec::new(),
-            log: log.into(),
-            on_host: true,
+            env,
+            log,
+            on_host,
             child: None,
         };
         d.start()?;

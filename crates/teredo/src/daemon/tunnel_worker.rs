@@ -218,15 +218,7 @@ impl TunnelWorker {
                         continue;
                     }
                     let verdict = self.core.handle_datagram(now, from, data);
-                    if self.core.has_output() {
-                        // A peer or relay was just verified: its queued packets go out now,
-                        // before this one and those that came after them.
-                        self.flush_coalescer();
-                        self.transmit(now);
-                    }
-                    if let UdpVerdict::Deliver { range } = verdict {
-                        self.deliver(&data[range]);
-                    }
+                    self.after_datagram(now, verdict, data);
                 }
             }
             self.flush_coalescer();
@@ -240,6 +232,19 @@ impl TunnelWorker {
     }
 
     /// Writes one decapsulated packet to the TUN, through the coalescer when offloading.
+    /// What follows the core's verdict on the received `data`: when a peer or relay was
+    /// just verified, its queued packets go out first (before this one and those that
+    /// came after them); then `data`'s packet is delivered if the verdict says so.
+    fn after_datagram(&mut self, now: Instant, verdict: UdpVerdict, data: &[u8]) {
+        if self.core.has_output() {
+            self.flush_coalescer();
+            self.transmit(now);
+        }
+        if let UdpVerdict::Deliver { range } = verdict {
+            self.deliver(&data[range]);
+        }
+    }
+
     fn deliver(&mut self, packet: &[u8]) {
         match self.offload.as_mut() {
             Some(o) => o.coalescer.push(packet, &mut |h, p| {
@@ -413,13 +418,7 @@ impl TunnelWorker {
             for data in rx.segments(i) {
                 let Core::Client(c) = &mut self.core else { break };
                 let verdict = c.handle_random_datagram(now, port, from, data);
-                if self.core.has_output() {
-                    self.flush_coalescer();
-                    self.transmit(now);
-                }
-                if let UdpVerdict::Deliver { range } = verdict {
-                    self.deliver(&data[range]);
-                }
+                self.after_datagram(now, verdict, data);
             }
         }
         self.flush_coalescer();
