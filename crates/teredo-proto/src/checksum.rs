@@ -33,13 +33,21 @@ impl Checksum {
                 return self;
             }
         }
-        let mut chunks = data.chunks_exact(2);
+        // Eight bytes at a time into a 128-bit accumulator (an add with carry per word):
+        // 2^16 ≡ 1 modulo 0xffff, so the sum of the 64-bit words folds to the same value
+        // as the sum of the 16-bit words, in either byte order.
+        let mut words = data.chunks_exact(8);
+        let mut wide: u128 = 0;
+        for w in &mut words {
+            wide += u128::from(u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+        }
+        let mut rest = words.remainder().chunks_exact(2);
         let mut acc: u64 = 0;
-        for c in &mut chunks {
+        for c in &mut rest {
             acc += u64::from(u16::from_ne_bytes([c[0], c[1]]));
         }
-        self.sum += acc;
-        if let [last] = chunks.remainder() {
+        self.sum = end_around(end_around(self.sum, acc), end_around(wide as u64, (wide >> 64) as u64));
+        if let [last] = rest.remainder() {
             self.odd = Some(*last);
         }
         self
@@ -73,6 +81,13 @@ impl Checksum {
     }
 }
 
+/// `a + b` in one's-complement arithmetic on 64 bits: the carry out goes back in at the
+/// bottom (2^64 ≡ 1 modulo 0xffff, so the folded sum is unchanged).
+fn end_around(a: u64, b: u64) -> u64 {
+    let (s, carry) = a.overflowing_add(b);
+    s + u64::from(carry)
+}
+
 /// The ICMPv6 checksum of `message` (checksum field included as it is) between `src` and
 /// `dst`. A received message is intact when this returns 0; a message being built gets
 /// this value in its checksum field after that field was zeroed.
@@ -92,6 +107,44 @@ mod tests {
         let mut c = Checksum::new();
         c.add(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]);
         assert_eq!(c.finish(), !0xddf2);
+    }
+
+    /// The sum of 16-bit words, the way RFC 1071 §1 defines it, folded at the end.
+    fn reference(data: &[u8]) -> u16 {
+        let mut sum: u64 = 0;
+        for c in data.chunks(2) {
+            sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time sum is the RFC's, whatever the bytes, lengths and cuts
+        /// (all-ones words included, where carries pile up).
+        #[test]
+        fn same_as_the_rfc_sum(
+            data in proptest::collection::vec(proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(0xffu8)], 0..3000),
+            cut in 0usize..3000,
+        ) {
+            let cut = cut.min(data.len());
+            let mut c = Checksum::new();
+            c.add(&data[..cut]).add(&data[cut..]);
+            proptest::prop_assert_eq!(c.finish(), reference(&data));
+        }
+    }
+
+    #[test]
+    fn carries_of_many_all_ones_words_are_kept() {
+        let data = vec![0xffu8; 65536];
+        let mut c = Checksum::new();
+        c.add(&data).add(&data).add(&[0, 1]);
+        let mut both = data.clone();
+        both.extend_from_slice(&data);
+        both.extend_from_slice(&[0, 1]);
+        assert_eq!(c.finish(), reference(&both));
     }
 
     #[test]

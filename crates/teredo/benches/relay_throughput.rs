@@ -33,7 +33,9 @@
 //! ```
 //!
 //! Environment: `TEREDO_BENCH_SECS` (seconds per iperf3 run, default 5; TCP runs omit one more),
-//! `TEREDO_BENCH_ONLY` (comma-separated phase letters, e.g. `b`), `TEREDO_BENCH_TEREDO`
+//! `TEREDO_BENCH_ONLY` (comma-separated phase letters, e.g. `b`), `TEREDO_BENCH_TESTS`
+//! (run only the tests whose labels contain one of these comma-separated words, e.g.
+//! `UDP 64`, to profile one of them; the others print 0), `TEREDO_BENCH_TEREDO`
 //! (another `teredo` binary), `TEREDO_BENCH_SHARE_CPU` (keep the ordinary priority; see
 //! `server_load`). The lab's namespaces and every process are removed on exit, on error
 //! and on Ctrl-C.
@@ -135,8 +137,13 @@ fn run() -> Result<(), String> {
 /// Runs every test of [`TESTS`] from `client` to `target`; returns the figures and the
 /// cores the `relay_pids` used.
 fn measure(label: &str, client: &Node, target: &str, relay_pids: &[u32], secs: f64) -> Result<Row, String> {
+    let tests = std::env::var("TEREDO_BENCH_TESTS").unwrap_or_default();
     let mut row = Vec::new();
     for (name, test, reverse) in TESTS {
+        if !tests.is_empty() && !tests.split(',').any(|w| name.contains(w.trim())) {
+            row.push((Figure::default(), 0.0));
+            continue;
+        }
         let (c0, t0) = (cpu_secs(relay_pids), std::time::Instant::now());
         let f = iperf3(client, target, test, reverse, secs).map_err(|e| format!("{label} {name}: {e}"))?;
         let cores = (cpu_secs(relay_pids) - c0) / t0.elapsed().as_secs_f64();
