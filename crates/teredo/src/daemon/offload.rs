@@ -27,9 +27,11 @@ const COALESCE_FLOWS: usize = 8;
 pub(super) struct Offload {
     /// The virtio-net header of the packet just read.
     pub(super) hdr: [u8; VNET_HDR_LEN],
-    /// Where a super-packet is cut from (ordinary packets are read straight into their send
-    /// slot and never come here).
+    /// Where a super-packet is cut from (ordinary packets leave from their send slot).
     pub(super) scratch: Vec<u8>,
+    /// Whether the last packet read was a super-packet: the next read goes straight into
+    /// `scratch` then, into the next send slot otherwise.
+    pub(super) expect_super: bool,
     pub(super) coalescer: Coalescer,
     /// Super-packets read, and the packets cut from them.
     pub(super) super_packets: u64,
@@ -93,6 +95,7 @@ impl Offload {
         Self {
             hdr: [0; VNET_HDR_LEN],
             scratch: vec![0; SLOT_SIZE],
+            expect_super: false,
             coalescer: Coalescer::new(COALESCE_FLOWS),
             super_packets: 0,
             segments: 0,

@@ -313,10 +313,11 @@ impl TunnelWorker {
         self.transmit(now);
     }
 
-    /// [`TunnelWorker::receive_tun`] on a TUN with offloads: an ordinary packet is read
-    /// straight into its send slot (its checksum completed in place if the kernel left it
-    /// partial); a super-packet is cut into ordinary packets, one slot each, which leave as
-    /// UDP GSO messages of up to 64 KiB when they go to one peer.
+    /// [`TunnelWorker::receive_tun`] on a TUN with offloads: an ordinary packet leaves from
+    /// its send slot (its checksum completed in place if the kernel left it partial); a
+    /// super-packet is cut from the scratch buffer into ordinary packets, one slot each,
+    /// which leave as UDP GSO messages of up to 64 KiB when they go to one peer. Each read
+    /// goes where the previous packet's kind says (see `Offload::expect_super`).
     fn receive_tun_offload(&mut self) {
         let now = self.now();
         let Some(o) = self.offload.as_mut() else { return };
@@ -325,12 +326,29 @@ impl TunnelWorker {
                 let _ = self.tx.flush(self.udp.as_fd());
             }
             let Some(slot) = self.tx.next_buf() else { break };
-            let n = match self.tun.recv_offload(&mut o.hdr, slot) {
-                Ok(n) => n,
-                Err(_) => break,
+            // A super-packet is cut from the scratch buffer, an ordinary packet leaves from
+            // its send slot: read where the last packet would have gone, so that a bulk
+            // flow's super-packets (or a flood's small packets) are never copied whole; a
+            // guess that was wrong costs the one copy that every read once made.
+            let into_scratch = o.expect_super;
+            let read = if into_scratch {
+                self.tun.recv_offload(&mut o.hdr, &mut o.scratch)
+            } else {
+                self.tun.recv_offload(&mut o.hdr, slot)
             };
+            let Ok(n) = read else { break };
             let hdr = VnetHeader::parse(&o.hdr).unwrap_or_default();
+            o.expect_super = hdr.gso_type != VnetHeader::GSO_NONE;
             if hdr.gso_type == VnetHeader::GSO_NONE {
+                if into_scratch {
+                    match slot.get_mut(..n) {
+                        Some(s) => s.copy_from_slice(&o.scratch[..n]),
+                        None => {
+                            o.errors += 1;
+                            continue;
+                        }
+                    }
+                }
                 if offload::complete_checksum(&hdr, &mut slot[..n]).is_err() {
                     o.errors += 1;
                     continue;
@@ -342,7 +360,9 @@ impl TunnelWorker {
                 }
                 continue;
             }
-            o.scratch[..n].copy_from_slice(&slot[..n]);
+            if !into_scratch {
+                o.scratch[..n].copy_from_slice(&slot[..n]);
+            }
             let mut segments = match Segments::new(&hdr, &o.scratch[..n]) {
                 Ok(s) => s,
                 Err(_) => {
