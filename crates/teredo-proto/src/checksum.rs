@@ -2,8 +2,9 @@
 //! as used by ICMPv6 (RFC 4443 §2.3) for every message Teredo builds: router
 //! solicitations and advertisements, echo tests, bubbles' neighbours, unreachables.
 //!
-//! The sum adds 16-bit words in native byte order into a wide accumulator and folds and
-//! byte-swaps once at the end (RFC 1071 §2(B)), which lets the compiler vectorise it.
+//! The sum adds 64-bit words in native byte order with an end-around carry, which is the
+//! sum of the 16-bit words modulo 0xffff (RFC 1071 §2(B), (C)), and folds and byte-swaps
+//! once at the end.
 
 use std::net::Ipv6Addr;
 
@@ -26,7 +27,7 @@ impl Checksum {
     pub fn add(&mut self, mut data: &[u8]) -> &mut Self {
         if let Some(hi) = self.odd.take() {
             if let Some((&lo, rest)) = data.split_first() {
-                self.sum += u64::from(u16::from_ne_bytes([hi, lo]));
+                self.sum = end_around(self.sum, u64::from(u16::from_ne_bytes([hi, lo])));
                 data = rest;
             } else {
                 self.odd = Some(hi);
@@ -71,7 +72,7 @@ impl Checksum {
     pub fn finish(&self) -> u16 {
         let mut sum = self.sum;
         if let Some(hi) = self.odd {
-            sum += u64::from(u16::from_ne_bytes([hi, 0]));
+            sum = end_around(sum, u64::from(u16::from_ne_bytes([hi, 0])));
         }
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
@@ -134,6 +135,19 @@ mod tests {
             c.add(&data[..cut]).add(&data[cut..]);
             proptest::prop_assert_eq!(c.finish(), reference(&data));
         }
+    }
+
+    /// A sum of all-ones words is close to 2^64: the odd byte of a piece that follows, and
+    /// the one `finish` adds, must carry around too.
+    #[test]
+    fn odd_bytes_after_a_sum_near_the_top_carry_around() {
+        let data = [0xffu8; 8];
+        let mut c = Checksum::new();
+        c.add(&data).add(&[0xff]).add(&[0xff, 0xff]);
+        assert_eq!(c.finish(), reference(&[0xffu8; 11]));
+        let mut c = Checksum::new();
+        c.add(&data).add(&[0xff]);
+        assert_eq!(c.finish(), reference(&[0xffu8; 9]));
     }
 
     #[test]
