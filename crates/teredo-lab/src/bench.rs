@@ -1,6 +1,6 @@
 //! What the lab benchmarks share: running at a priority that other work on a shared
 //! machine cannot steal from, so that Miredo and teredo are measured under the same
-//! conditions in one run.
+//! conditions in one run; and picking some of a bench's phases or tests by label.
 
 use std::path::Path;
 
@@ -27,5 +27,33 @@ pub fn raise_priority(bench: &str) {
     // SAFETY: as above.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } != 0 {
         eprintln!("{bench}: warning: cannot raise priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Whether `label` is picked by the environment variable `var` (see [`picks`]).
+pub fn picked(var: &str, label: &str) -> bool {
+    picks(&std::env::var(var).unwrap_or_default(), label)
+}
+
+/// Whether `list`, comma-separated words, picks `label`: the label contains one of the
+/// words; a list of no words picks every label.
+pub fn picks(list: &str, label: &str) -> bool {
+    let mut words = list.split(',').map(str::trim).filter(|w| !w.is_empty()).peekable();
+    words.peek().is_none() || words.any(|w| label.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::picks;
+
+    #[test]
+    fn labels_are_picked_by_any_word_of_the_list() {
+        let list = "UDP 64, teredo (1w)";
+        assert!(picks(list, "UDP 64 host->client"));
+        assert!(picks(list, "teredo (1w)"));
+        assert!(!picks(list, "TCP client->host"));
+        assert!(!picks(list, "teredo (2w)"));
+        assert!(picks("", "TCP client->host"));
+        assert!(picks(" , ", "TCP client->host"));
     }
 }

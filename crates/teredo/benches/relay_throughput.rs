@@ -137,10 +137,9 @@ fn run() -> Result<(), String> {
 /// Runs every test of [`TESTS`] from `client` to `target`; returns the figures and the
 /// cores the `relay_pids` used.
 fn measure(label: &str, client: &Node, target: &str, relay_pids: &[u32], secs: f64) -> Result<Row, String> {
-    let tests = std::env::var("TEREDO_BENCH_TESTS").unwrap_or_default();
     let mut row = Vec::new();
     for (name, test, reverse) in TESTS {
-        if !tests.is_empty() && !tests.split(',').any(|w| name.contains(w.trim())) {
+        if !teredo_lab::bench::picked("TEREDO_BENCH_TESTS", name) {
             row.push((Figure::default(), 0.0));
             continue;
         }

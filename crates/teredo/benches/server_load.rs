@@ -188,11 +188,8 @@ fn run() -> Result<(), String> {
     ];
     // TEREDO_BENCH_ONLY=miredo,teredo (1w): only the phases whose labels contain one of
     // these words (handy when profiling one server).
-    let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
-    let wanted =
-        |label: &str| only.is_empty() || only.split(',').any(|w| !w.is_empty() && label.contains(w.trim()));
     let mut outcomes = Vec::new();
-    for phase in phases.iter().filter(|p| wanted(p.label)) {
+    for phase in phases.iter().filter(|p| teredo_lab::bench::picked("TEREDO_BENCH_ONLY", p.label)) {
         let o = run_phase(&settings, &topo, &tmp, &conf, phase)?;
         println!(
             "  {:<24} {:>9.0} RAs/s  (offered {:.0} RS/s, {:.0}/s dropped at the server's sockets, {:.2} CPUs)",
