@@ -332,7 +332,9 @@ impl TunnelWorker {
             // guess that was wrong costs the one copy that every read once made.
             let into_scratch = o.expect_super;
             let read = if into_scratch {
-                self.tun.recv_offload(&mut o.hdr, &mut o.scratch)
+                // No more than the slot holds, should it turn out to be an ordinary packet.
+                let room = slot.len().min(o.scratch.len());
+                self.tun.recv_offload(&mut o.hdr, &mut o.scratch[..room])
             } else {
                 self.tun.recv_offload(&mut o.hdr, slot)
             };
@@ -341,13 +343,7 @@ impl TunnelWorker {
             o.expect_super = hdr.gso_type != VnetHeader::GSO_NONE;
             if hdr.gso_type == VnetHeader::GSO_NONE {
                 if into_scratch {
-                    match slot.get_mut(..n) {
-                        Some(s) => s.copy_from_slice(&o.scratch[..n]),
-                        None => {
-                            o.errors += 1;
-                            continue;
-                        }
-                    }
+                    slot[..n].copy_from_slice(&o.scratch[..n]);
                 }
                 if offload::complete_checksum(&hdr, &mut slot[..n]).is_err() {
                     o.errors += 1;
