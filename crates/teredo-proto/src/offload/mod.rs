@@ -23,7 +23,7 @@ pub mod segment;
 pub mod vnet;
 
 pub use coalesce::{CoalesceStats, Coalescer};
-pub use segment::{Segments, complete_checksum};
+pub use segment::{SegmentPlan, Segments, complete_checksum};
 pub use vnet::{VNET_HDR_LEN, VnetHeader};
 
 use std::net::Ipv6Addr;

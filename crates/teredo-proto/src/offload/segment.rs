@@ -22,6 +22,8 @@ use super::{
     IPV6_LEN, NEXT_HEADER_TCP, NEXT_HEADER_UDP, OffloadError, TCP_CSUM_OFFSET, TCP_MIN_LEN, UDP_CSUM_OFFSET,
     UDP_LEN, addresses, be16, be32, tcp_flags,
 };
+use std::ops::Range;
+
 use crate::checksum::Checksum;
 use crate::offload::VnetHeader;
 
@@ -103,8 +105,20 @@ enum Kind {
 #[derive(Debug, Clone)]
 pub struct Segments<'a> {
     packet: &'a [u8],
+    plan: SegmentPlan,
+}
+
+/// A [`Segments`] without its borrow of the packet ([`Segments::into_plan`]): the same
+/// packets, each call given the packet again, so that the packet may stay in a buffer that
+/// is borrowed mutably between two calls (the tail of a send batch, from which the
+/// payloads leave without a copy: [`SegmentPlan::next_headers_into`]). Given a packet of
+/// another length it produces nothing; the packet must be the one the plan was made for.
+#[derive(Debug, Clone)]
+pub struct SegmentPlan {
     hdr: VnetHeader,
     kind: Kind,
+    /// The length of the packet.
+    len: usize,
     /// Offset of the transport header.
     l4_off: usize,
     /// Length of all the headers (IPv6, extensions, transport) copied into every segment.
@@ -135,10 +149,10 @@ impl<'a> Segments<'a> {
     /// field is not used (see [`super::vnet`]). A GSO packet whose payload is at most
     /// `gso_size` yields one packet, with its checksum completed.
     pub fn new(hdr: &VnetHeader, packet: &'a [u8]) -> Result<Self, OffloadError> {
-        let mut s = Self {
-            packet,
+        let mut plan = SegmentPlan {
             hdr: *hdr,
             kind: Kind::Whole { complete: false },
+            len: packet.len(),
             l4_off: 0,
             hdrs: 0,
             gso_size: 0,
@@ -153,18 +167,41 @@ impl<'a> Segments<'a> {
                 if hdr.needs_csum() {
                     csum_range(hdr, packet.len())?;
                 }
-                s.kind = Kind::Whole { complete: hdr.needs_csum() };
+                plan.kind = Kind::Whole { complete: hdr.needs_csum() };
             }
-            (_, VnetHeader::GSO_TCPV6) => s.prepare(NEXT_HEADER_TCP)?,
-            (VnetHeader::GSO_UDP_L4, _) => s.prepare(NEXT_HEADER_UDP)?,
+            (_, VnetHeader::GSO_TCPV6) => plan.prepare(packet, NEXT_HEADER_TCP)?,
+            (VnetHeader::GSO_UDP_L4, _) => plan.prepare(packet, NEXT_HEADER_UDP)?,
             _ => return Err(OffloadError::UnsupportedGso),
         }
-        Ok(s)
+        Ok(Self { packet, plan })
     }
 
+    /// How many packets [`Segments::next_into`] produces in total.
+    pub fn count(&self) -> usize {
+        self.plan.count
+    }
+
+    /// The length of the longest packet produced: the room `next_into` needs.
+    pub fn max_len(&self) -> usize {
+        self.plan.max_len
+    }
+
+    /// Writes the next packet into the start of `out` and returns its length; `None` when
+    /// all were produced, or if `out` is shorter than [`Segments::max_len`] (nothing is
+    /// consumed then).
+    pub fn next_into(&mut self, out: &mut [u8]) -> Option<usize> {
+        self.plan.next_into(self.packet, out)
+    }
+
+    /// The rest of the packets, without the borrow of the packet (see [`SegmentPlan`]).
+    pub fn into_plan(self) -> SegmentPlan {
+        self.plan
+    }
+}
+
+impl SegmentPlan {
     /// Validates a GSO packet and computes the segmentation parameters.
-    fn prepare(&mut self, proto: u8) -> Result<(), OffloadError> {
-        let p = self.packet;
+    fn prepare(&mut self, p: &[u8], proto: u8) -> Result<(), OffloadError> {
         let len = p.len();
         if len < IPV6_LEN {
             return Err(OffloadError::TooShort);
@@ -228,55 +265,81 @@ impl<'a> Segments<'a> {
         Ok(())
     }
 
-    /// How many packets [`Segments::next_into`] produces in total.
+    /// How many packets the plan produces in total.
     pub fn count(&self) -> usize {
         self.count
     }
 
-    /// The length of the longest packet produced: the room `next_into` needs.
+    /// The length of the longest packet produced: the room [`SegmentPlan::next_into`]
+    /// needs.
     pub fn max_len(&self) -> usize {
         self.max_len
     }
 
-    /// Writes the next packet into the start of `out` and returns its length; `None` when
-    /// all were produced, or if `out` is shorter than [`Segments::max_len`] (nothing is
-    /// consumed then).
-    pub fn next_into(&mut self, out: &mut [u8]) -> Option<usize> {
-        if self.next >= self.count || out.len() < self.max_len {
+    /// [`Segments::next_into`], from `packet` (the one the plan was made for).
+    pub fn next_into(&mut self, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+        if self.next >= self.count || out.len() < self.max_len || packet.len() != self.len {
             return None;
         }
         let n = match self.kind {
             Kind::Whole { complete } => {
-                let n = self.packet.len();
-                out[..n].copy_from_slice(self.packet);
+                let n = packet.len();
+                out[..n].copy_from_slice(packet);
                 if complete {
                     complete_checksum(&self.hdr, &mut out[..n]).ok()?;
                 }
                 n
             }
-            Kind::Tcp | Kind::Udp => self.segment(self.next, out),
+            Kind::Tcp | Kind::Udp => {
+                let (hdrs, payload) = self.cut(self.next);
+                let n = payload.len();
+                out[hdrs..hdrs + n].copy_from_slice(&packet[payload.clone()]);
+                self.headers(packet, self.next, out, &packet[payload]);
+                hdrs + n
+            }
         };
         self.next += 1;
         Some(n)
     }
 
-    /// Writes segment `k` into `out` (which has room for [`Segments::max_len`] bytes).
-    fn segment(&self, k: usize, out: &mut [u8]) -> usize {
-        let p = self.packet;
+    /// Writes only the headers of the next packet into the start of `out`, its checksum
+    /// computed over its payload in `packet`, and returns their length and where in
+    /// `packet` that payload is: the packet is those headers followed by that payload,
+    /// which can then leave from where it was read without a copy (a gathered write).
+    /// `None` when all were produced, when `out` is shorter than the headers, or when
+    /// the packet is not segmented (an ordinary packet: use [`SegmentPlan::next_into`]).
+    pub fn next_headers_into(&mut self, packet: &[u8], out: &mut [u8]) -> Option<(usize, Range<usize>)> {
+        if self.next >= self.count || out.len() < self.hdrs || packet.len() != self.len {
+            return None;
+        }
+        if let Kind::Whole { .. } = self.kind {
+            return None;
+        }
+        let (hdrs, payload) = self.cut(self.next);
+        self.headers(packet, self.next, out, &packet[payload.clone()]);
+        self.next += 1;
+        Some((hdrs, payload))
+    }
+
+    /// The length of the headers and the range of the payload of segment `k`.
+    fn cut(&self, k: usize) -> (usize, Range<usize>) {
+        let start = self.hdrs + k * self.gso_size;
+        let n = self.gso_size.min(self.len - start);
+        (self.hdrs, start..start + n)
+    }
+
+    /// Writes the headers of segment `k` into `out`, whose checksum covers `payload`.
+    fn headers(&self, p: &[u8], k: usize, out: &mut [u8], payload: &[u8]) {
         let (hdrs, l4) = (self.hdrs, self.l4_off);
-        let data = &p[hdrs..];
-        let start = k * self.gso_size;
-        let n = self.gso_size.min(data.len() - start);
-        let len = hdrs + n;
+        let len = hdrs + payload.len();
         let last = k + 1 == self.count;
         out[..hdrs].copy_from_slice(&p[..hdrs]);
-        out[hdrs..len].copy_from_slice(&data[start..start + n]);
         out[4..6].copy_from_slice(&((len - IPV6_LEN) as u16).to_be_bytes());
         let l4_len = len - l4;
-        let t = &mut out[l4..len];
+        let t = &mut out[l4..hdrs];
         let csum_at = if self.kind == Kind::Tcp {
             // Sequence numbers wrap (RFC 9293 §3.4): modular arithmetic is intended.
-            let seq = be32(p, l4 + 4).wrapping_add(start as u32);
+            let seq = be32(p, l4 + 4).wrapping_add((k * self.gso_size) as u32);
             t[4..8].copy_from_slice(&seq.to_be_bytes());
             if !last {
                 t[13] &= !(tcp_flags::FIN | tcp_flags::PSH);
@@ -291,14 +354,13 @@ impl<'a> Segments<'a> {
         };
         t[csum_at..csum_at + 2].fill(0);
         let mut c = self.base;
-        c.add(&(l4_len as u32).to_be_bytes()).add(t);
+        c.add(&(l4_len as u32).to_be_bytes()).add(t).add(payload);
         let mut sum = c.finish();
         if sum == 0 && self.kind == Kind::Udp {
             // RFC 8200 §8.1: a UDP checksum computing to zero is sent as 0xffff.
             sum = 0xffff;
         }
         t[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
-        len
     }
 }
 

@@ -342,3 +342,67 @@ proptest! {
         check_tcp_segments(&orig, 40, usize::from(gso), &segs);
     }
 }
+
+/// Every packet of `p` as [`SegmentPlan::next_headers_into`] gives it: its headers, then
+/// its payload taken from `p` where the range says.
+fn gathered_all(hdr: &VnetHeader, p: &[u8]) -> Vec<Vec<u8>> {
+    let mut plan = Segments::new(hdr, p).unwrap().into_plan();
+    let mut out = vec![0u8; 65_536];
+    let mut v = Vec::new();
+    while let Some((n, payload)) = plan.next_headers_into(p, &mut out) {
+        let mut s = out[..n].to_vec();
+        s.extend_from_slice(&p[payload]);
+        v.push(s);
+    }
+    v
+}
+
+#[test]
+fn plan_needs_its_own_packet_and_gathers_only_segments() {
+    let orig = tcp(1000, 1, ACK, &TS_OPTION, &payload(3000, 2));
+    let hdr = VnetHeader { flags: 0, ..tso_header(1000, 40) };
+    let mut plan = Segments::new(&hdr, &orig).unwrap().into_plan();
+    let mut out = vec![0u8; 4000];
+    assert_eq!(plan.next_headers_into(&orig[..orig.len() - 1], &mut out), None, "another length");
+    assert_eq!(plan.next_into(&orig[..orig.len() - 1], &mut out), None, "another length");
+    assert_eq!(plan.next_headers_into(&orig, &mut out[..71]), None, "no room for the headers");
+    assert_eq!(plan.next_headers_into(&orig, &mut out), Some((72, 72..1072)), "nothing consumed before");
+    // An ordinary packet is not gathered: it leaves whole.
+    let none = VnetHeader::default();
+    let mut whole = Segments::new(&none, &orig).unwrap().into_plan();
+    assert_eq!(whole.next_headers_into(&orig, &mut out), None);
+    assert_eq!(whole.next_into(&orig, &mut out[..orig.len()]), Some(orig.len()));
+}
+
+proptest! {
+    #[test]
+    fn gathered_segments_are_the_copied_ones(
+        n in 0usize..9000,
+        gso in 1u16..1500,
+        udp_packet in any::<bool>(),
+        partial in any::<bool>(),
+        seq in any::<u32>(),
+    ) {
+        let (mut p, hdr) = if udp_packet {
+            let hdr = VnetHeader {
+                flags: VnetHeader::F_NEEDS_CSUM,
+                gso_type: VnetHeader::GSO_UDP_L4,
+                hdr_len: 48,
+                gso_size: gso,
+                csum_start: 40,
+                csum_offset: 6,
+            };
+            (udp(&payload(n, 3)), hdr)
+        } else {
+            (tcp(1000, seq, ACK | PSH | FIN, &TS_OPTION, &payload(n, 7)), tso_header(gso, 40))
+        };
+        let hdr = if partial {
+            let (off, proto) = if udp_packet { (6, 17) } else { (16, 6) };
+            make_partial(&mut p, 40, off, proto);
+            hdr
+        } else {
+            VnetHeader { flags: 0, csum_start: 0, csum_offset: 0, ..hdr }
+        };
+        prop_assert_eq!(gathered_all(&hdr, &p), segment_all(&hdr, &p).unwrap());
+    }
+}
