@@ -127,6 +127,19 @@ impl ClientEndpoint {
         v
     }
 
+    /// [`ClientEndpoint::handle_tun_packet`] from a packet's headers alone
+    /// ([`Tunnel::handle_tun_headers`]): `None`, with no effect, when the whole packet is
+    /// needed.
+    #[inline]
+    pub fn handle_tun_headers(&mut self, now: Instant, headers: &[u8]) -> Option<TunVerdict> {
+        let retests = self.tunnel.stats().echo_retests;
+        let v = self.tunnel.handle_tun_headers(now, headers);
+        if self.tunnel.stats().echo_retests != retests {
+            self.solicit_now(now);
+        }
+        v
+    }
+
     /// Runs the timers of both halves that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.client.handle_timeout(now);

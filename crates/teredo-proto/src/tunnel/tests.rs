@@ -303,6 +303,33 @@ fn client_to_client_bubbles_then_trusted_then_data() {
 }
 
 #[test]
+fn headers_alone_decide_only_for_a_trusted_peer() {
+    let mut net = two_clients();
+    let p1 = data(a_addr(), b_addr(), 100, 0xa1);
+    // No peer yet: the whole packet is needed, and asking changes nothing.
+    assert_eq!(net.node(A_MAP).handle_tun_headers(secs(1), &p1[..40]), None);
+    assert!(net.node(A_MAP).peers().get(&b_addr()).is_none());
+    assert_eq!(net.node(A_MAP).stats().sent, 0);
+    assert!(drain(net.node(A_MAP), secs(1)).is_empty(), "no bubble for headers alone");
+    assert_eq!(net.tun_read(A_MAP, secs(1), p1), TunVerdict::Queued);
+    net.run(secs(1));
+    // B is trusted now: its headers are enough, and count as a packet sent.
+    let p2 = data(a_addr(), b_addr(), 500, 0xa2);
+    assert_eq!(net.node(A_MAP).handle_tun_headers(secs(2), &p2[..60]), Some(TunVerdict::Send { dst: B_MAP }));
+    assert_eq!(net.node(A_MAP).stats().sent, 1);
+    // Too short for an IPv6 header, another version, or multicast: the whole packet decides.
+    assert_eq!(net.node(A_MAP).handle_tun_headers(secs(2), &p2[..39]), None);
+    let mut v4 = p2.clone();
+    v4[0] = 0x45;
+    assert_eq!(net.node(A_MAP).handle_tun_headers(secs(2), &v4), None);
+    let mut multicast = p2.clone();
+    multicast[24] = 0xff;
+    assert_eq!(net.node(A_MAP).handle_tun_headers(secs(2), &multicast), None);
+    assert_eq!(net.node(A_MAP).stats().sent, 1);
+    assert_eq!(net.node(A_MAP).stats().drops.total(), 0);
+}
+
+#[test]
 fn delivered_range_is_trimmed_and_borrowed() {
     let mut a = client(a_addr(), 1);
     let mut dgram = vec![];

@@ -39,24 +39,45 @@ impl Tunnel {
             self.unreachable(now, UNREACH_ADDRESS, packet);
             return self.drop_tun(DropReason::NotQualified);
         }
-        // Case 1 (RFC 4380 §5.2.4, §5.4.1): a trusted peer with a valid mapping.
-        if let Some(p) = self.peers.get_mut(&dst)
-            && let Some(mapping) = p.trusted_mapping(now)
-        {
-            p.used(now);
-            self.stats.sent += 1;
-            let extended = p.is_extended();
-            let stale = p.since_reception(now) >= RETEST_AFTER && p.since_probe(now) >= RETEST_AFTER;
-            if extended {
-                // RFC 6081 §5.3.4.3, §5.4.4.1: the embedded mapping, or a random socket.
-                return self.send_extended(now, &dst, mapping);
-            }
-            if stale {
-                self.retest(now, dst);
-            }
-            return TunVerdict::Send { dst: mapping };
+        if let Some(v) = self.send_to_trusted(now, dst) {
+            return v;
         }
         self.transmit_slow(now, h, packet)
+    }
+
+    /// [`Tunnel::handle_tun_packet`] for a packet of which only the headers are at hand,
+    /// its payload to follow them unchanged from elsewhere (a segment cut from a TUN
+    /// super-packet, sent without a copy): decides only where the IPv6 header suffices,
+    /// a trusted peer with a valid mapping (case 1 of RFC 4380 §5.2.4 and §5.4.1), with the
+    /// same effects as for the whole packet. `None`, with no effect at all, when the whole
+    /// packet is needed: pass it to [`Tunnel::handle_tun_packet`] then.
+    pub fn handle_tun_headers(&mut self, now: Instant, headers: &[u8]) -> Option<TunVerdict> {
+        let (h, _) = Ipv6Header::ref_from_prefix(headers).ok()?;
+        let dst = h.dst();
+        if h.version() != 6 || dst.is_multicast() || self.mode == Mode::Client(None) {
+            return None;
+        }
+        self.send_to_trusted(now, dst)
+    }
+
+    /// Case 1 (RFC 4380 §5.2.4, §5.4.1): a trusted peer of `dst` with a valid mapping gets
+    /// the packet unchanged; `None`, with no effect, when there is no such peer.
+    #[inline]
+    fn send_to_trusted(&mut self, now: Instant, dst: Ipv6Addr) -> Option<TunVerdict> {
+        let p = self.peers.get_mut(&dst)?;
+        let mapping = p.trusted_mapping(now)?;
+        p.used(now);
+        self.stats.sent += 1;
+        let extended = p.is_extended();
+        let stale = p.since_reception(now) >= RETEST_AFTER && p.since_probe(now) >= RETEST_AFTER;
+        if extended {
+            // RFC 6081 §5.3.4.3, §5.4.4.1: the embedded mapping, or a random socket.
+            return Some(self.send_extended(now, &dst, mapping));
+        }
+        if stale {
+            self.retest(now, dst);
+        }
+        Some(TunVerdict::Send { dst: mapping })
     }
 
     /// A client's native peer has sent nothing through its relay for [`RETEST_AFTER`]
