@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddrV4;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::gso_refusals::GsoRefusals;
@@ -166,12 +167,29 @@ impl RecvBatch {
 /// segmentation off, any other refusal (EIO, EINVAL: a route or a segment size the kernel
 /// does not take) turns it off only for that destination and segment size, for a while
 /// (see `gso_refusals`).
+///
+/// A batch made [`SendBatch::with_tail`] also has a tail buffer: a datagram may be its
+/// slot's bytes followed by a range of the tail ([`SendBatch::commit_with_tail`]), sent
+/// with both in its iovecs, so that a payload read into the tail leaves from there without
+/// a copy (a TCP super-packet from the TUN cut into headers and payloads). The tail can be
+/// written again only once the datagrams that take bytes from it have been flushed.
 pub struct SendBatch {
-    /// The buffers and message headers; the control buffers take UDP_SEGMENT.
+    /// The buffers and message headers; the control buffers take UDP_SEGMENT. There are
+    /// two iovecs per slot: its bytes, and its range of the tail.
     m: Messages,
+    /// Each queued datagram's whole length (its slot's bytes and its tail).
     lens: Vec<usize>,
-    /// The first slot of each message built.
+    /// Each queued datagram's range of the tail, as (start, length); length 0 for none.
+    tails: Vec<(usize, usize)>,
+    /// The tail buffer (empty unless made with `with_tail`).
+    tail: Vec<u8>,
+    /// Whether a queued datagram takes bytes from the tail.
+    tail_busy: bool,
+    /// The first iovec of each slot in the messages built, and one past the last.
+    iov_at: Vec<usize>,
+    /// The first slot of each message built, and how many datagrams it holds.
     firsts: Vec<usize>,
+    counts: Vec<usize>,
     queued: usize,
     segmentation: bool,
     /// The (destination, segment size) whose GSO messages the kernel refused.
@@ -192,10 +210,23 @@ pub const SEND_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 impl SendBatch {
     /// Room for `count` datagrams of up to `size` bytes.
     pub fn new(count: usize, size: usize) -> Self {
+        Self::with_tail(count, size, 0)
+    }
+
+    /// Room for `count` datagrams of up to `size` bytes, and a tail buffer of `tail` bytes
+    /// (see the type's documentation).
+    pub fn with_tail(count: usize, size: usize, tail: usize) -> Self {
+        let mut m = Messages::new(count, size);
+        m.iovs.resize(2 * count, libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
         Self {
-            m: Messages::new(count, size),
+            m,
             lens: vec![0; count],
+            tails: vec![(0, 0); count],
+            tail: vec![0; tail],
+            tail_busy: false,
+            iov_at: vec![0; count + 1],
             firsts: vec![0; count],
+            counts: vec![0; count],
             queued: 0,
             segmentation: false,
             refusals: GsoRefusals::default(),
@@ -259,6 +290,53 @@ impl SendBatch {
         let i = self.queued;
         if i < self.m.hdrs.len() {
             self.lens[i] = len.min(self.m.size);
+            self.tails[i] = (0, 0);
+            self.m.addrs[i] = v4_to_sockaddr(to);
+            self.queued += 1;
+        }
+    }
+
+    /// The tail buffer, to write into; `None` while queued datagrams take bytes from it
+    /// (flush first).
+    pub fn tail_mut(&mut self) -> Option<&mut [u8]> {
+        (!self.tail_busy).then_some(&mut self.tail[..])
+    }
+
+    /// Whether queued datagrams take bytes from the tail (it cannot be written then).
+    pub fn tail_busy(&self) -> bool {
+        self.tail_busy
+    }
+
+    /// The buffer of the next datagram and the tail, both to write into; `None` when the
+    /// batch is full or the tail busy.
+    pub fn next_buf_and_tail_mut(&mut self) -> Option<(&mut [u8], &mut [u8])> {
+        let i = self.queued;
+        (i < self.m.hdrs.len() && !self.tail_busy)
+            .then(|| (&mut self.m.bufs[i * self.m.size..(i + 1) * self.m.size], &mut self.tail[..]))
+    }
+
+    /// The buffer of the next datagram, to write into, and the tail, to read from; `None`
+    /// when the batch is full.
+    pub fn next_buf_and_tail(&mut self) -> Option<(&mut [u8], &[u8])> {
+        let i = self.queued;
+        (i < self.m.hdrs.len())
+            .then(|| (&mut self.m.bufs[i * self.m.size..(i + 1) * self.m.size], &self.tail[..]))
+    }
+
+    /// Queues the datagram of the `len` bytes just written into the next buffer followed
+    /// by the bytes `tail` of the tail buffer, to `to`. A range outside the tail queues
+    /// nothing and counts a dropped datagram.
+    pub fn commit_with_tail(&mut self, len: usize, tail: Range<usize>, to: SocketAddrV4) {
+        let i = self.queued;
+        if tail.start > tail.end || tail.end > self.tail.len() {
+            self.dropped += 1;
+            return;
+        }
+        if i < self.m.hdrs.len() {
+            let head = len.min(self.m.size);
+            self.lens[i] = head + tail.len();
+            self.tails[i] = (tail.start, tail.len());
+            self.tail_busy |= !tail.is_empty();
             self.m.addrs[i] = v4_to_sockaddr(to);
             self.queued += 1;
         }
@@ -299,20 +377,34 @@ impl SendBatch {
         // Pointers from the whole arrays, taken once after the writes (see `recv`): a run of
         // several iovecs must not start from a pointer that is valid for one element.
         let bufs = self.m.bufs.as_mut_ptr();
+        // The kernel only reads the tail; the pointer is made mutable for the iovec's sake.
+        let tail = self.tail.as_ptr().cast_mut();
+        let mut j = 0;
         for i in from..total {
-            self.m.iovs[i] =
-                libc::iovec { iov_base: bufs.wrapping_add(i * self.m.size).cast(), iov_len: self.lens[i] };
+            let (start, n) = self.tails[i];
+            self.iov_at[i] = j;
+            self.m.iovs[j] = libc::iovec {
+                iov_base: bufs.wrapping_add(i * self.m.size).cast(),
+                iov_len: self.lens[i] - n,
+            };
+            j += 1;
+            if n > 0 {
+                self.m.iovs[j] = libc::iovec { iov_base: tail.wrapping_add(start).cast(), iov_len: n };
+                j += 1;
+            }
         }
+        self.iov_at[total] = j;
         let (iovs, addrs) = (self.m.iovs.as_mut_ptr(), self.m.addrs.as_mut_ptr());
         let (mut m, mut i) = (0, from);
         while i < total {
             let end = self.run_end(i, total);
             self.firsts[m] = i;
+            self.counts[m] = end - i;
             let h = &mut self.m.hdrs[m].msg_hdr;
             h.msg_name = addrs.wrapping_add(i).cast();
             h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = iovs.wrapping_add(i);
-            h.msg_iovlen = end - i;
+            h.msg_iov = iovs.wrapping_add(self.iov_at[i]);
+            h.msg_iovlen = self.iov_at[end] - self.iov_at[i];
             h.msg_flags = 0;
             if end - i > 1 {
                 let ctrl = &mut self.m.ctrl[m];
@@ -373,7 +465,7 @@ impl SendBatch {
                     crate::poll::writable(fd, SEND_WAIT);
                     continue;
                 }
-                let is_gso = self.m.hdrs[sent].msg_hdr.msg_iovlen > 1;
+                let is_gso = self.counts[sent] > 1;
                 if is_gso && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
                     // ENOPROTOOPT: no UDP segmentation in this kernel at all. EIO, EINVAL:
                     // not to this destination (a device without checksum offload) or not
@@ -391,7 +483,7 @@ impl SendBatch {
                 }
                 // A message the network refuses (e.g. EPERM from a firewall, or an ICMP
                 // error reported on this socket) must not block the rest: skip it.
-                self.dropped += self.m.hdrs[sent].msg_hdr.msg_iovlen as u64;
+                self.dropped += self.counts[sent] as u64;
                 sent += 1;
                 if result.is_ok() {
                     result = Err(e);
@@ -400,6 +492,7 @@ impl SendBatch {
             break;
         }
         self.queued = 0;
+        self.tail_busy = false;
         result.map(|()| total)
     }
 }
@@ -510,8 +603,113 @@ mod tests {
             tx.commit(n, to);
         }
         let msgs = tx.build(0, 6);
-        let iovs: Vec<usize> = (0..msgs).map(|m| tx.m.hdrs[m].msg_hdr.msg_iovlen).collect();
-        assert_eq!(iovs, [1, 1, 2, 2], "b's 1200-byte datagrams one by one, the rest in GSO messages");
+        assert_eq!(
+            tx.counts[..msgs],
+            [1, 1, 2, 2],
+            "b's 1200-byte datagrams one by one, the rest in GSO messages"
+        );
+    }
+
+    /// Sends, from `a` to `b`, datagrams of a head of `head` bytes (`k` repeated) and a
+    /// tail range of `tail` bytes (`k + 100` repeated), every other one without a tail;
+    /// returns what `b` received.
+    fn send_with_tails(
+        a: &UdpSocket,
+        b: &UdpSocket,
+        tx: &mut SendBatch,
+        head: usize,
+        tail: usize,
+    ) -> Vec<Vec<u8>> {
+        let SocketAddr4(b_addr) = SocketAddr4::of(b);
+        let t = tx.tail_mut().expect("the tail is free");
+        for k in 0..4u8 {
+            t[usize::from(k) * tail..(usize::from(k) + 1) * tail].fill(k + 100);
+        }
+        let mut want = Vec::new();
+        for k in 0..8u8 {
+            let (buf, _) = tx.next_buf_and_tail().unwrap();
+            let with_tail = k % 2 == 0;
+            let n = if with_tail { head } else { head + tail };
+            buf[..n].fill(k);
+            let mut w = vec![k; n];
+            if with_tail {
+                let at = usize::from(k / 2) * tail;
+                tx.commit_with_tail(head, at..at + tail, b_addr);
+                w.resize(head + tail, k / 2 + 100);
+            } else {
+                tx.commit(n, b_addr);
+            }
+            want.push(w);
+        }
+        assert!(tx.tail_mut().is_none(), "busy until flushed");
+        assert_eq!(tx.flush(a.as_fd()).unwrap(), 8);
+        assert!(tx.tail_mut().is_some(), "free once flushed");
+        let mut rx = RecvBatch::new(16, 4096);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            rx.recv(b.as_fd()).unwrap();
+            got.extend((0..rx.len()).map(|i| rx.get(i).1.to_vec()));
+            if got.len() == 8 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got, want);
+        got
+    }
+
+    #[test]
+    fn datagrams_with_tails_arrive_whole_with_and_without_segmentation() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for segmentation in [false, true] {
+            let mut tx = SendBatch::with_tail(16, 2048, 8192);
+            tx.set_segmentation(segmentation);
+            send_with_tails(&a, &b, &mut tx, 72, 1000);
+            assert_eq!(tx.dropped(), 0);
+        }
+        // With segmentation the eight equal datagrams went as one GSO message of 12 iovecs.
+        let mut tx = SendBatch::with_tail(16, 2048, 8192);
+        tx.set_segmentation(true);
+        for k in 0..8 {
+            tx.next_buf().unwrap();
+            if k % 2 == 0 {
+                tx.commit_with_tail(72, 0..1000, SocketAddr4::of(&b).0);
+            } else {
+                tx.commit(1072, SocketAddr4::of(&b).0);
+            }
+        }
+        assert_eq!(tx.build(0, 8), 1);
+        assert_eq!((tx.counts[0], tx.m.hdrs[0].msg_hdr.msg_iovlen), (8, 12));
+        // A range outside the tail queues nothing and is counted.
+        let mut tx = SendBatch::with_tail(4, 2048, 100);
+        tx.commit_with_tail(72, 50..101, SocketAddr4::of(&b).0);
+        assert!(tx.is_empty());
+        assert_eq!(tx.dropped(), 1);
+    }
+
+    #[test]
+    fn a_refused_gso_message_with_tails_goes_one_by_one() {
+        let a = socket2::Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&raw const one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_NO_CHECK");
+        let a: UdpSocket = a.into();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut tx = SendBatch::with_tail(16, 2048, 8192);
+        tx.set_segmentation(true);
+        send_with_tails(&a, &b, &mut tx, 60, 1200);
+        assert_eq!(tx.segmentation_refusals(), 1);
+        assert_eq!(tx.dropped(), 0);
     }
 
     #[test]

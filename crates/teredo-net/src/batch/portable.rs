@@ -87,10 +87,13 @@ impl RecvBatch {
     }
 }
 
-/// A batch of datagrams to send, each to its own destination.
+/// A batch of datagrams to send, each to its own destination. Its tail buffer (see the
+/// Linux `SendBatch`) is copied into the slot at [`SendBatch::commit_with_tail`], so it is
+/// never busy.
 pub struct SendBatch {
     bufs: Vec<u8>,
     size: usize,
+    tail: Vec<u8>,
     queued: Vec<(SocketAddrV4, usize)>,
     count: usize,
     dropped: u64,
@@ -99,7 +102,59 @@ pub struct SendBatch {
 impl SendBatch {
     /// Room for `count` datagrams of up to `size` bytes.
     pub fn new(count: usize, size: usize) -> Self {
-        Self { bufs: vec![0; count * size], size, queued: Vec::with_capacity(count), count, dropped: 0 }
+        Self::with_tail(count, size, 0)
+    }
+
+    /// Room for `count` datagrams of up to `size` bytes, and a tail buffer of `tail` bytes.
+    pub fn with_tail(count: usize, size: usize, tail: usize) -> Self {
+        Self {
+            bufs: vec![0; count * size],
+            size,
+            tail: vec![0; tail],
+            queued: Vec::with_capacity(count),
+            count,
+            dropped: 0,
+        }
+    }
+
+    /// The tail buffer, to write into (never busy here).
+    pub fn tail_mut(&mut self) -> Option<&mut [u8]> {
+        Some(&mut self.tail[..])
+    }
+
+    /// Whether queued datagrams take bytes from the tail: never here.
+    pub fn tail_busy(&self) -> bool {
+        false
+    }
+
+    /// The buffer of the next datagram and the tail, both to write into; `None` when the
+    /// batch is full.
+    pub fn next_buf_and_tail_mut(&mut self) -> Option<(&mut [u8], &mut [u8])> {
+        let i = self.queued.len();
+        (i < self.count).then(|| (&mut self.bufs[i * self.size..(i + 1) * self.size], &mut self.tail[..]))
+    }
+
+    /// The buffer of the next datagram, to write into, and the tail, to read from; `None`
+    /// when the batch is full.
+    pub fn next_buf_and_tail(&mut self) -> Option<(&mut [u8], &[u8])> {
+        let i = self.queued.len();
+        (i < self.count).then(|| (&mut self.bufs[i * self.size..(i + 1) * self.size], &self.tail[..]))
+    }
+
+    /// Queues the `len` bytes just written into the next buffer followed by the bytes
+    /// `tail` of the tail buffer (copied after them), to `to`. A range outside the tail, or
+    /// a datagram larger than a slot, queues nothing and counts a dropped datagram.
+    pub fn commit_with_tail(&mut self, len: usize, tail: std::ops::Range<usize>, to: SocketAddrV4) {
+        let i = self.queued.len();
+        if tail.start > tail.end || tail.end > self.tail.len() || len + tail.len() > self.size {
+            self.dropped += 1;
+            return;
+        }
+        if i < self.count {
+            let at = i * self.size + len;
+            self.bufs[at..at + tail.len()].copy_from_slice(&self.tail[tail.clone()]);
+            self.queued.push((to, len + tail.len()));
+        }
     }
 
     /// How many datagrams the kernel refused so far.
@@ -227,5 +282,27 @@ mod tests {
         assert_eq!(rx.get(0).0.port(), a.local_addr().unwrap().port());
         assert_eq!(rx.segments(0).count(), 1);
         assert_eq!(rx.recv(b.as_fd()).unwrap(), 0, "nothing more, without blocking");
+    }
+
+    #[test]
+    fn a_tail_is_sent_after_its_head() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let std::net::SocketAddr::V4(to) = b.local_addr().unwrap() else { unreachable!() };
+        let mut tx = SendBatch::with_tail(4, 64, 32);
+        tx.tail_mut().unwrap()[..20].fill(7);
+        let (buf, _) = tx.next_buf_and_tail().unwrap();
+        buf[..4].fill(1);
+        tx.commit_with_tail(4, 10..20, to);
+        tx.commit_with_tail(4, 30..33, to);
+        tx.commit_with_tail(60, 0..5, to);
+        assert_eq!((tx.len(), tx.dropped()), (1, 2), "a range outside the tail, a datagram too large");
+        assert!(tx.tail_mut().is_some());
+        assert_eq!(tx.flush(a.as_fd()).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut rx = RecvBatch::new(4, 64);
+        assert_eq!(rx.recv(b.as_fd()).unwrap(), 1);
+        assert_eq!(rx.get(0).1, [1, 1, 1, 1, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
     }
 }
