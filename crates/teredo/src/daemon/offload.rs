@@ -27,10 +27,9 @@ const COALESCE_FLOWS: usize = 8;
 pub(super) struct Offload {
     /// The virtio-net header of the packet just read.
     pub(super) hdr: [u8; VNET_HDR_LEN],
-    /// Where a super-packet is cut from (ordinary packets leave from their send slot).
-    pub(super) scratch: Vec<u8>,
     /// Whether the last packet read was a super-packet: the next read goes straight into
-    /// `scratch` then, into the next send slot otherwise.
+    /// the send batch's tail then (where super-packets are cut), into the next send slot
+    /// otherwise.
     pub(super) expect_super: bool,
     pub(super) coalescer: Coalescer,
     /// Super-packets read, and the packets cut from them.
@@ -94,7 +93,6 @@ impl Offload {
     pub(super) fn new() -> Self {
         Self {
             hdr: [0; VNET_HDR_LEN],
-            scratch: vec![0; SLOT_SIZE],
             expect_super: false,
             coalescer: Coalescer::new(COALESCE_FLOWS),
             super_packets: 0,

@@ -68,6 +68,14 @@ impl Core {
         }
     }
 
+    #[inline]
+    fn handle_tun_headers(&mut self, now: Instant, headers: &[u8]) -> Option<TunVerdict> {
+        match self {
+            Self::Client(c) => c.handle_tun_headers(now, headers),
+            Self::Relay(t) => t.handle_tun_headers(now, headers),
+        }
+    }
+
     fn has_output(&self) -> bool {
         match self {
             Self::Client(c) => c.has_output(),
@@ -129,7 +137,9 @@ impl TunnelWorker {
         });
         // Runs of full-size packets to one peer (a TCP stream) leave as one UDP GSO
         // message each: one trip through the stack instead of one per packet.
-        let mut tx = SendBatch::new(BATCH, SLOT_SIZE);
+        // Its tail holds the super-packet read from the TUN whose segments' payloads leave
+        // from there (see `receive_tun_offload`).
+        let mut tx = SendBatch::with_tail(BATCH, SLOT_SIZE, SLOT_SIZE);
         tx.set_segmentation(true);
         let bind = teredo_net::udp::local_v4(&udp).map_or(std::net::Ipv4Addr::UNSPECIFIED, |a| *a.ip());
         Self {
@@ -315,26 +325,29 @@ impl TunnelWorker {
 
     /// [`TunnelWorker::receive_tun`] on a TUN with offloads: an ordinary packet leaves from
     /// its send slot (its checksum completed in place if the kernel left it partial); a
-    /// super-packet is cut from the scratch buffer into ordinary packets, one slot each,
-    /// which leave as UDP GSO messages of up to 64 KiB when they go to one peer. Each read
-    /// goes where the previous packet's kind says (see `Offload::expect_super`).
+    /// super-packet, read into the send batch's tail, is cut into ordinary packets whose
+    /// headers are written into a slot each and whose payloads leave from the tail, where
+    /// they were read (a gathered send: no copy), as UDP GSO messages of up to 64 KiB when
+    /// they go to one peer. Each read goes where the previous packet's kind says (see
+    /// `Offload::expect_super`).
     fn receive_tun_offload(&mut self) {
         let now = self.now();
         let Some(o) = self.offload.as_mut() else { return };
         for _ in 0..TUN_BURST {
-            if self.tx.is_full() {
+            // The tail is written again only once the datagrams taken from it are sent.
+            if self.tx.is_full() || self.tx.tail_busy() {
                 let _ = self.tx.flush(self.udp.as_fd());
             }
-            let Some(slot) = self.tx.next_buf() else { break };
-            // A super-packet is cut from the scratch buffer, an ordinary packet leaves from
-            // its send slot: read where the last packet would have gone, so that a bulk
-            // flow's super-packets (or a flood's small packets) are never copied whole; a
-            // guess that was wrong costs the one copy that every read once made.
-            let into_scratch = o.expect_super;
-            let read = if into_scratch {
+            let Some((slot, tail)) = self.tx.next_buf_and_tail_mut() else { break };
+            // A super-packet is cut in the tail, an ordinary packet leaves from its send
+            // slot: read where the last packet would have gone, so that a bulk flow's
+            // super-packets (or a flood's small packets) are never copied whole; a guess
+            // that was wrong costs one copy.
+            let into_tail = o.expect_super;
+            let read = if into_tail {
                 // No more than the slot holds, should it turn out to be an ordinary packet.
-                let room = slot.len().min(o.scratch.len());
-                self.tun.recv_offload(&mut o.hdr, &mut o.scratch[..room])
+                let room = slot.len().min(tail.len());
+                self.tun.recv_offload(&mut o.hdr, &mut tail[..room])
             } else {
                 self.tun.recv_offload(&mut o.hdr, slot)
             };
@@ -342,8 +355,8 @@ impl TunnelWorker {
             let hdr = VnetHeader::parse(&o.hdr).unwrap_or_default();
             o.expect_super = hdr.gso_type != VnetHeader::GSO_NONE;
             if hdr.gso_type == VnetHeader::GSO_NONE {
-                if into_scratch {
-                    slot[..n].copy_from_slice(&o.scratch[..n]);
+                if into_tail {
+                    slot[..n].copy_from_slice(&tail[..n]);
                 }
                 if offload::complete_checksum(&hdr, &mut slot[..n]).is_err() {
                     o.errors += 1;
@@ -356,25 +369,37 @@ impl TunnelWorker {
                 }
                 continue;
             }
-            if !into_scratch {
-                o.scratch[..n].copy_from_slice(&slot[..n]);
+            if !into_tail {
+                tail[..n].copy_from_slice(&slot[..n]);
             }
-            let mut segments = match Segments::new(&hdr, &o.scratch[..n]) {
-                Ok(s) => s,
+            let mut plan = match Segments::new(&hdr, &tail[..n]) {
+                Ok(s) => s.into_plan(),
                 Err(_) => {
                     o.errors += 1;
                     continue;
                 }
             };
             o.super_packets += 1;
-            o.segments += segments.count() as u64;
+            o.segments += plan.count() as u64;
             loop {
                 if self.tx.is_full() {
                     let _ = self.tx.flush(self.udp.as_fd());
                 }
-                let Some(slot) = self.tx.next_buf() else { break };
-                let Some(len) = segments.next_into(slot) else { break };
-                match self.core.handle_tun_packet(now, &slot[..len]) {
+                let Some((slot, tail)) = self.tx.next_buf_and_tail() else { break };
+                let packet = &tail[..n];
+                let Some((h, payload)) = plan.next_headers_into(packet, slot) else { break };
+                // A trusted peer's segment is decided from its headers and leaves with its
+                // payload in the tail; any other is made whole first.
+                let verdict = match self.core.handle_tun_headers(now, &slot[..h]) {
+                    Some(TunVerdict::Send { dst }) => {
+                        self.tx.commit_with_tail(h, payload, dst);
+                        continue;
+                    }
+                    v => v,
+                };
+                let len = h + payload.len();
+                slot[h..len].copy_from_slice(&packet[payload]);
+                match verdict.unwrap_or_else(|| self.core.handle_tun_packet(now, &slot[..len])) {
                     TunVerdict::Send { dst } => self.tx.commit(len, dst),
                     TunVerdict::SendFrom { port, dst } => self.random.send(port, &slot[..len], dst),
                     TunVerdict::Queued | TunVerdict::Drop(_) => {}
