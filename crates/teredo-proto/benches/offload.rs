@@ -1,7 +1,8 @@
 //! Benchmarks of TUN offload: segmenting one 64,000-byte TCP super-packet read from the
 //! TUN at gso_size 1208 (53 segments, each to become one Teredo datagram), and coalescing
 //! those 53 segments back into one super-packet to write, checksum verification included.
-//! The counter is bytes of TCP payload, so divan prints the throughput of each.
+//! The counter is bytes of TCP payload, so divan prints the throughput of each; `checksum`
+//! times the Internet checksum alone over the same bytes.
 //!
 //! Run with `cargo bench -p teredo-proto --bench offload`.
 
@@ -80,5 +81,17 @@ fn coalesce_64k(bencher: divan::Bencher<'_, '_>) {
         }
         c.flush(&mut w);
         assert_eq!(frames, 1);
+    });
+}
+
+/// The Internet checksum alone, over one segment's worth and over a whole super-packet:
+/// the part of segmenting and of coalescing that reads every byte.
+#[divan::bench(args = [1208, 64_000])]
+fn checksum(bencher: divan::Bencher<'_, '_>, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+    bencher.counter(divan::counter::BytesCount::new(len)).bench_local(|| {
+        let mut c = Checksum::new();
+        c.add(black_box(&data));
+        c.finish()
     });
 }
