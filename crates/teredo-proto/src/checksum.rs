@@ -38,7 +38,8 @@ impl Checksum {
         // of them side by side so that their carry chains run in parallel: 2^16 ≡ 1 modulo
         // 0xffff, so the sum of the 64-bit words folds to the same value as the sum of the
         // 16-bit words, in either byte order.
-        let word = |w: &[u8]| u128::from(u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+        let word =
+            |w: &[u8]| u128::from(u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
         let mut blocks = data.chunks_exact(32);
         let mut lanes = [0u128; 4];
         for b in &mut blocks {

@@ -166,6 +166,7 @@ mod echo_test;
 mod extension_tests;
 #[cfg(test)]
 mod flood_tests;
+mod indirect;
 mod limits;
 mod output;
 mod random;
@@ -177,6 +178,7 @@ mod stats;
 mod tests;
 mod transmit;
 mod upnp;
+mod verify;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};

@@ -1,21 +1,20 @@
 //! Datagrams received on the Teredo socket: a client's packet reception (RFC 4380
 //! §5.2.3, with the direct IPv6 connectivity test of §5.2.9 and the reply bubbles that
-//! punch holes, §5.2.6) and a relay's reception from Teredo clients (§5.4.2).
+//! punch holes, §5.2.6) and a relay's reception from Teredo clients (§5.4.2). What proves
+//! a packet's source, and trusting it, is in module `verify`; the answers to an indirect
+//! bubble in module `indirect`.
 
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::ops::Range;
 
 use super::bubbles::Bubble;
 use super::output::BubbleTrailers;
-use super::{DropReason, Link, MAX_ALTERNATES, Mode, Pending, Tunnel, UdpVerdict, is_alternate};
-use crate::address::{ALL_NODES, TeredoAddress, is_global_unicast};
-use crate::nonce::{TokenKey, constant_time_eq};
+use super::verify::{Verified, is_reply_bubble};
+use super::{DropReason, Link, Mode, Tunnel, UdpVerdict, is_alternate};
+use crate::address::{ALL_NODES, TeredoAddress};
 use crate::peers::{ProbeCheck, QueueError, Queued};
 use crate::time::Instant;
-use crate::wire::icmpv6::{Icmpv6, Message};
-use crate::wire::ipv6::NEXT_HEADER_ICMPV6;
-use crate::wire::trailer::{DISCOVERY_ADVERTISEMENT, DISCOVERY_SOLICITATION};
-use crate::wire::{Ipv6Packet, PacketKind, TeredoPacket, Trailer};
+use crate::wire::{Ipv6Packet, PacketKind, TeredoPacket};
 
 /// How long a trusted mapping heard from stays, against another verified one (below).
 const STICKY: std::time::Duration = super::RETRY_DELAY;
@@ -34,31 +33,6 @@ pub(super) fn is_unicast_source(a: std::net::Ipv4Addr) -> bool {
 fn embedded_is(a: &[u8; 16], from: SocketAddrV4) -> bool {
     let t = TeredoAddress::from_octets(a);
     t.mapped_addr == *from.ip() && t.mapped_port == from.port()
-}
-
-/// How a bubble from a mapping other than its source's was verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verified {
-    /// It carries our nonce for its source (RFC 6081 §5.2.4.4).
-    Nonce,
-    /// It is addressed to our keyed link-local source (Miredo's `CheckBubble`).
-    Token,
-    /// It comes from the local address of a peer found by local discovery (RFC 4380
-    /// §5.2.3 case 5).
-    Local,
-}
-
-/// Whether `ip` is a bubble that answers one of ours: its destination is the keyed
-/// link-local source ([`TokenKey::bubble_source`]) of the bubbles we send to the mapping
-/// embedded in its source (Miredo's `CheckBubble`). It may come from any IPv4 mapping: the
-/// peer is trusted at the one it comes from.
-pub(super) fn is_reply_bubble(key: &TokenKey, ip: &Ipv6Packet<'_>) -> bool {
-    if !ip.is_bubble() {
-        return false;
-    }
-    let h = ip.header();
-    let t = TeredoAddress::from_octets(h.src_octets());
-    key.is_bubble_token(h.dst_octets(), t.mapped_addr, t.mapped_port)
 }
 
 impl Tunnel {
@@ -380,219 +354,6 @@ impl Tunnel {
         }
         // Case 6: queue it and test the source through the server.
         self.queue_inbound(now, src_addr, from, ip)
-    }
-
-    /// Answers an indirect bubble from `peer` that our server relayed with `origin`:
-    /// - a direct bubble, which opens our NAT to the peer (hole punching, RFC 4380
-    ///   §5.2.3), to the peer's trusted mapping if we have one (RFC 6081 §6.1 step 10: a
-    ///   mapping learnt from a peer behind a symmetric NAT), else to the origin and to
-    ///   every alternate address the peer advertised (a peer behind our NAT, §5.6.4.2),
-    ///   each with the peer's nonce (§5.2.4.2);
-    /// - when the peer is a Teredo client we do not trust, our own indirect bubbles too
-    ///   (§6.1 packet 4, §6.5 packet 6), so that a peer behind a symmetric NAT, or behind
-    ///   our NAT, answers with a direct bubble we can verify by our nonce. They count in
-    ///   the peer's bubble budget (RFC 4380 §5.2.6), which also ends any exchange of
-    ///   answers between two peers that both answer this way.
-    fn answer_indirect(
-        &mut self,
-        now: Instant,
-        packet: &TeredoPacket<'_>,
-        peer: Ipv6Addr,
-        origin: Option<SocketAddrV4>,
-        link: Link,
-    ) {
-        let trailers = BubbleTrailers::nonce(packet.trailers.nonce());
-        let src = link.address;
-        let teredo = peer.octets()[..4] == link.prefix;
-        if teredo {
-            self.note_indirect(now, &peer, packet);
-        }
-        if let Some((to, port)) = self.send_target(&peer) {
-            self.send_reply(now, Bubble { src, dst: peer, to, trailers, from: port });
-        } else {
-            if let Some(to) = origin
-                && is_global_unicast(*to.ip())
-                && to.port() != 0
-            {
-                self.send_reply(now, Bubble { src, dst: peer, to, trailers, from: None });
-            }
-            if trailers.nonce.is_some() {
-                let alternates = packet.trailers.iter().find_map(|t| match t {
-                    Ok(Trailer::AlternateAddress(a)) => Some(a),
-                    _ => None,
-                });
-                for (ip, port) in alternates.iter().flat_map(|a| a.iter()).take(MAX_ALTERNATES) {
-                    let to = SocketAddrV4::new(ip, port);
-                    if is_alternate(to) && Some(to) != origin {
-                        self.send_reply(now, Bubble { src, dst: peer, to, trailers, from: None });
-                    }
-                }
-            }
-            if teredo {
-                self.random_port_bubbles(now, &peer, trailers.nonce, true);
-            }
-        }
-        if trailers.nonce.is_some() && teredo {
-            self.solicit_indirect(now, peer, true);
-        }
-    }
-
-    /// A direct bubble from the Teredo client `peer` came from a mapping other than its
-    /// address's, with nothing that proves it (a peer behind a symmetric NAT, or behind our
-    /// NAT, that has not seen our bubbles): our indirect bubbles, through its server, make
-    /// it answer with our nonce from that mapping (RFC 6081 §6.1 packet 4, §6.5 packet 6).
-    /// Within the peer's bubble budget (RFC 4380 §5.2.6).
-    ///
-    /// A peer we know gets them within its bubble budget (RFC 4380 §5.2.6), which also ends
-    /// any exchange between two peers that both answer this way. An unknown one gets an
-    /// entry when `create` (an indirect bubble relayed by our server, whose source the
-    /// server checked); otherwise (a direct bubble, whose source anybody may spoof) no
-    /// entry, within a budget per second shared with the echo tests of strangers
-    /// ([`crate::tunnel::Limits::tests_per_second`]).
-    fn solicit_indirect(&mut self, now: Instant, peer: Ipv6Addr, create: bool) {
-        if self.peers.get(&peer).is_some_and(|p| p.trusted_mapping(now).is_some()) {
-            return;
-        }
-        if !create && !self.peers.contains(&peer) {
-            if self.tests.take(now) {
-                self.indirect_bubbles(now, peer);
-            }
-            return;
-        }
-        // An indirect bubble nobody asked for: a stranger until verified.
-        let Ok((p, _)) = self.peers.insert_stranger(&peer, now) else { return };
-        if p.check_probe(now) == ProbeCheck::Send {
-            p.record_probe(now);
-            self.request_indirect(now, peer);
-        } else {
-            self.stats.bubbles_suppressed += 1;
-        }
-    }
-
-    /// How a direct bubble from another mapping than its source's proves that it answers
-    /// ours, if it does.
-    fn verify_bubble(&self, packet: &TeredoPacket<'_>, src: &Ipv6Addr) -> Option<Verified> {
-        if !packet.ipv6.is_bubble() {
-            return None;
-        }
-        if packet.trailers.nonce().is_some_and(|n| constant_time_eq(&n, &self.key.bubble_nonce(src))) {
-            Some(Verified::Nonce)
-        } else if is_reply_bubble(&self.key, &packet.ipv6) {
-            Some(Verified::Token)
-        } else {
-            None
-        }
-    }
-
-    /// RFC 6081 for an accepted direct bubble from `peer` at `from`: a peer whose bubbles
-    /// carry nonces speaks RFC 6081 (and gets Server Load Reduction's solicitations); a
-    /// solicitation is answered with an advertisement (§5.7.4.2).
-    fn bubble_extensions(
-        &mut self,
-        now: Instant,
-        packet: &TeredoPacket<'_>,
-        peer: &Ipv6Addr,
-        from: SocketAddrV4,
-    ) {
-        let Some(link) = self.link() else { return };
-        let mut solicited = false;
-        let mut extensions = false;
-        for t in packet.trailers.iter().flatten() {
-            match t {
-                Trailer::Nonce(_) => extensions = true,
-                Trailer::NeighborDiscovery { discovery_type } => {
-                    extensions = true;
-                    solicited |= discovery_type == DISCOVERY_SOLICITATION;
-                }
-                _ => {}
-            }
-        }
-        if extensions && let Some(p) = self.peers.get_mut(peer) {
-            p.set_speaks_rfc6081();
-        }
-        if solicited && self.reply_allowed(now, from) {
-            let trailers =
-                BubbleTrailers { discovery: Some(DISCOVERY_ADVERTISEMENT), ..BubbleTrailers::default() };
-            let b = Bubble { src: link.address, dst: *peer, to: from, trailers, from: None };
-            self.push(Pending::Bubble(b));
-            self.stats.advertisements_sent += 1;
-        }
-    }
-
-    /// Trusts `peer` at `from` and releases its queue; a full table only means the peer
-    /// is not remembered. A `verified` peer (it answered our bubble or echo test) gets an
-    /// entry of the host's own, or leaves the budget of strangers; any other (RFC 4380
-    /// §5.2.3 case 3 by its embedded mapping, which anybody can spoof) is a stranger
-    /// unless the host made its entry (see [`crate::peers`]).
-    fn trust(&mut self, now: Instant, peer: Ipv6Addr, from: SocketAddrV4, verified: bool) {
-        if verified {
-            self.peers.promote(&peer);
-        }
-        let entry = if verified {
-            self.peers.get_or_insert(&peer, now)
-        } else {
-            self.peers.insert_stranger(&peer, now)
-        };
-        match entry {
-            Ok((p, _)) => {
-                if !p.is_trusted_from(from) {
-                    self.stats.peers_trusted += 1;
-                }
-                p.trust(now, from);
-            }
-            Err(_) => {
-                self.stats.accepted_unrecorded += 1;
-                return;
-            }
-        }
-        if self.link().is_some_and(|l| peer.octets()[..4] == l.prefix) {
-            self.note_symmetric_peer(&peer, from);
-        }
-        if let Some(p) = self.peers.get_mut(&peer)
-            && p.has_queue()
-        {
-            let to = p.send_mapping().unwrap_or(from);
-            self.peers.release_queue(&peer, to);
-        }
-    }
-
-    /// Whether `ip` answers one of our echo tests (RFC 4380 §5.2.3 case 2, §5.2.9): an
-    /// echo reply whose data is our token, or a destination unreachable from the tested
-    /// address that carries our echo request (Miredo).
-    fn verify_echo(&self, now: Instant, ip: &Ipv6Packet<'_>, link: &Link) -> bool {
-        if ip.header().next_header != NEXT_HEADER_ICMPV6 || !Icmpv6::checksum_ok(ip) {
-            return false;
-        }
-        let Ok(msg) = Message::parse(ip) else { return false };
-        let own = link.address;
-        let secs = now.as_secs();
-        match msg {
-            Message::EchoReply(e) => {
-                e.identifier == self.echo_id
-                    && self.key.verify_echo_token(&own, &ip.src(), e.identifier, e.sequence, e.data, secs)
-            }
-            Message::DestinationUnreachable(d) => {
-                let Ok((inner, _)) = Ipv6Packet::parse(d.invoking) else { return false };
-                if inner.src() != own || inner.dst() != ip.src() {
-                    return false;
-                }
-                match Message::parse(&inner) {
-                    Ok(Message::EchoRequest(e)) => {
-                        e.identifier == self.echo_id
-                            && self.key.verify_echo_token(
-                                &own,
-                                &inner.dst(),
-                                e.identifier,
-                                e.sequence,
-                                e.data,
-                                secs,
-                            )
-                    }
-                    _ => false,
-                }
-            }
-            _ => false,
-        }
     }
 
     /// Case 6: a packet from a native source through an unverified relay waits for the

@@ -30,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
-use super::{DropReason, Tunnel, UdpVerdict, receive::is_reply_bubble};
+use super::{DropReason, Tunnel, UdpVerdict, verify::is_reply_bubble};
 use crate::address::{TeredoAddress, is_global_unicast};
 use crate::nonce::constant_time_eq;
 use crate::peers::ProbeCheck;
