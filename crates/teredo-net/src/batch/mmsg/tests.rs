@@ -190,8 +190,9 @@ fn datagrams_with_tails_arrive_whole_with_and_without_segmentation() {
     assert_eq!(tx.dropped(), 1);
 }
 
-#[test]
-fn a_refused_gso_message_with_tails_goes_one_by_one() {
+/// A socket without UDP checksums (SO_NO_CHECK): the kernel refuses its GSO messages
+/// (EINVAL).
+fn socket_without_checksums() -> UdpSocket {
     let a = socket2::Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
     let one: libc::c_int = 1;
     // SAFETY: a valid socket and a c_int option value.
@@ -205,7 +206,12 @@ fn a_refused_gso_message_with_tails_goes_one_by_one() {
         )
     };
     assert_eq!(r, 0, "SO_NO_CHECK");
-    let a: UdpSocket = a.into();
+    a.into()
+}
+
+#[test]
+fn a_refused_gso_message_with_tails_goes_one_by_one() {
+    let a = socket_without_checksums();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut tx = SendBatch::with_tail(16, 2048, 8192);
     tx.set_segmentation(true);
@@ -216,20 +222,7 @@ fn a_refused_gso_message_with_tails_goes_one_by_one() {
 
 #[test]
 fn a_refused_gso_message_goes_one_by_one() {
-    // A socket without UDP checksums: the kernel refuses its GSO messages (EINVAL).
-    let a = socket2::Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket and a c_int option value.
-    let r = unsafe {
-        libc::setsockopt(
-            a.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_NO_CHECK");
+    let a = socket_without_checksums();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let SocketAddr4(b_addr) = SocketAddr4::of(&b);
     let mut tx = SendBatch::new(16, 1400);
