@@ -1,6 +1,7 @@
 //! Tests of [`super`]: the Teredo server's answers, relays and drops.
 
 use super::*;
+use crate::wire::Malformed;
 
 #[test]
 fn stats_derive_malformed_and_dropped_from_the_reasons() {

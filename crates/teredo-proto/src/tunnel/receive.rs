@@ -19,10 +19,6 @@ use crate::wire::{Ipv6Packet, PacketKind, TeredoPacket};
 /// How long a trusted mapping heard from stays, against another verified one (below).
 const STICKY: std::time::Duration = super::RETRY_DELAY;
 
-fn is_link_local(a: &[u8; 16]) -> bool {
-    a[0] == 0xfe && a[1] & 0xc0 == 0x80
-}
-
 /// Whether `a` may be the source of a datagram: not unspecified, multicast or broadcast
 /// (private and loopback sources are real on a LAN and in tests).
 pub(super) fn is_unicast_source(a: std::net::Ipv4Addr) -> bool {
@@ -253,14 +249,14 @@ impl Tunnel {
             return UdpVerdict::Consumed;
         }
         // Anything else from the server goes on: the server may be a relay too.
-        if is_link_local(&src) {
+        if Ipv6Addr::from(src).is_unicast_link_local() {
             if bubble {
                 self.stats.bubbles_received += 1;
                 return UdpVerdict::Consumed;
             }
             return self.drop_udp(DropReason::LinkLocalSource);
         }
-        if !(to_us || bubble && is_link_local(&dst)) {
+        if !(to_us || bubble && Ipv6Addr::from(dst).is_unicast_link_local()) {
             return self.drop_udp(DropReason::WrongDestination);
         }
         let src_addr = Ipv6Addr::from(src);
