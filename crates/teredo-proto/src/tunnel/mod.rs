@@ -178,11 +178,11 @@ mod stats;
 mod tests;
 mod transmit;
 mod upnp;
+mod verdict;
 mod verify;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
-use std::ops::Range;
 use std::time::Duration;
 
 use crate::address::{TEREDO_PORT, TEREDO_PREFIX};
@@ -210,6 +210,7 @@ pub use relearn::STRANGER_LIFETIME;
 use relearn::Strangers;
 pub use stats::{DropCounts, DropReason, Stats, peer_counters};
 pub use transmit::RETEST_AFTER;
+pub use verdict::{Destination, Transmit, TunVerdict, UdpVerdict};
 
 /// Hop limit of the bubbles we send (RFC 4380 §2.8 does not set one; forwarded by
 /// servers, never routed).
@@ -253,71 +254,6 @@ pub enum Role {
     Client,
     /// A relay, usable at once.
     Relay(RelayConfig),
-}
-
-/// What to do with a packet read from the TUN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TunVerdict {
-    /// Send the packet's bytes unchanged as the payload of a UDP datagram to `dst`.
-    Send {
-        /// The peer's mapping.
-        dst: SocketAddrV4,
-    },
-    /// The same from the client's random socket of local port `port` (RFC 6081 §5.4: a
-    /// peer reached through a random port; see [`Tunnel::random_ports`]).
-    SendFrom {
-        /// The random socket's local port.
-        port: u16,
-        /// The peer's mapping.
-        dst: SocketAddrV4,
-    },
-    /// The packet was queued until the peer's mapping is known.
-    Queued,
-    /// The packet was dropped.
-    Drop(DropReason),
-}
-
-/// What to do with a datagram received on the Teredo socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UdpVerdict {
-    /// Write `datagram[range]`, the inner IPv6 packet (40 bytes plus its payload length),
-    /// to the TUN.
-    Deliver {
-        /// The packet's bytes in the datagram.
-        range: Range<usize>,
-    },
-    /// A bubble or a verified echo reply: nothing to deliver.
-    Consumed,
-    /// Queued until its relay is verified (RFC 4380 §5.2.3 case 6).
-    Queued,
-    /// Dropped.
-    Drop(DropReason),
-}
-
-/// Where a [`Transmit`] goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
-    /// A UDP datagram from the Teredo service port to this address.
-    Udp(SocketAddrV4),
-    /// A UDP datagram from the client's random socket of local port `port` (RFC 6081
-    /// §5.4, §5.5) to `to`.
-    UdpFrom {
-        /// The random socket's local port.
-        port: u16,
-        /// The destination.
-        to: SocketAddrV4,
-    },
-    /// An IPv6 packet to write to the TUN.
-    Tun,
-}
-
-/// An output written at the start of the caller's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where it goes.
-    pub dest: Destination,
-    /// Its length.
-    pub len: usize,
 }
 
 /// The role with its own state: a client's link exists only for a client, so that a
