@@ -67,6 +67,7 @@
 mod config;
 mod events;
 mod findings;
+mod nat_probe;
 pub(crate) mod qualification;
 #[cfg(test)]
 mod tests;
@@ -79,7 +80,7 @@ use crate::address::{Flags, TEREDO_PORT, TEREDO_PREFIX, TeredoAddress, is_global
 use crate::nonce::TokenKey;
 use crate::secure::Credentials;
 use crate::time::Instant;
-use crate::wire::{OriginIndication, PacketKind, TeredoPacket};
+use crate::wire::{PacketKind, TeredoPacket};
 
 pub use config::{
     Config, DEFAULT_REFRESH_INTERVAL, DEFAULT_REPLY_TIMEOUT, DEFAULT_RESTART_DELAY, DEFAULT_TRIES,
@@ -87,6 +88,7 @@ pub use config::{
 };
 pub use events::{Event, NatKind, State, Stats, Transmit};
 pub use findings::NatFindings;
+use nat_probe::Probe;
 pub use qualification::{RS_LEN, Rejection};
 
 /// How many events are kept for [`Client::poll_event`]; older ones are dropped (and
@@ -127,16 +129,6 @@ enum Phase {
     Soliciting(Solicit),
     /// Unreachable server: waiting until this instant.
     Offline { until: Instant },
-}
-
-/// The secondary-address probe of RFC 4380 §5.2.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Probe {
-    /// The mapping the primary address reported.
-    mapping: OriginIndication,
-    solicit: Solicit,
-    /// RSs sent to the secondary address so far.
-    tries: u8,
 }
 
 /// The server's two addresses.
@@ -388,15 +380,7 @@ impl Client {
         {
             self.start_over(now);
         }
-        if let Some(Probe { solicit: Solicit::Waiting { sent, .. }, tries, .. }) = self.probe
-            && now >= sent + timeout
-        {
-            if tries >= self.config.tries {
-                self.probe_finished(NatKind::Unknown);
-            } else if let Some(p) = &mut self.probe {
-                p.solicit = Solicit::Due(sent + timeout);
-            }
-        }
+        self.probe_timeout(now, timeout);
     }
 
     /// The next instant at which [`Client::handle_timeout`] or [`Client::poll_transmit`]
@@ -432,17 +416,7 @@ impl Client {
             self.phase = Phase::Soliciting(Solicit::Waiting { sent: now, nonce });
             return Some(Transmit { dst: SocketAddrV4::new(servers.primary, TEREDO_PORT), len });
         }
-        if let Some(Probe { solicit: Solicit::Due(at), .. }) = self.probe
-            && at <= now
-        {
-            let (len, nonce) = self.emit_rs(servers.secondary, buf)?;
-            if let Some(p) = &mut self.probe {
-                p.solicit = Solicit::Waiting { sent: now, nonce };
-                p.tries = p.tries.saturating_add(1);
-            }
-            return Some(Transmit { dst: SocketAddrV4::new(servers.secondary, TEREDO_PORT), len });
-        }
-        None
+        self.poll_probe_transmit(now, servers.secondary, buf)
     }
 
     /// The next event, oldest first.
@@ -573,30 +547,6 @@ impl Client {
         if was_up.is_none() || !same {
             self.start_probe(now, primary, ra.mapping);
         }
-    }
-
-    /// Starts the secondary-address probe for the mapping the primary reported.
-    fn start_probe(&mut self, now: Instant, primary: Ipv4Addr, mapping: OriginIndication) {
-        self.probe = None;
-        match self.servers {
-            Some(s) if s.secondary != primary && is_global_unicast(s.secondary) => {
-                self.probe = Some(Probe { mapping, solicit: Solicit::Due(now), tries: 0 });
-            }
-            _ => self.probe_finished(NatKind::Unknown),
-        }
-    }
-
-    /// A valid RA answered the RS to the secondary address.
-    fn probe_answered(&mut self, mapping: OriginIndication) {
-        let Some(p) = self.probe else { return };
-        let kind = if p.mapping == mapping { NatKind::SameMapping } else { NatKind::Symmetric };
-        self.probe_finished(kind);
-    }
-
-    fn probe_finished(&mut self, kind: NatKind) {
-        self.probe = None;
-        self.nat = Some(kind);
-        self.push(Event::NatBehaviour(kind));
     }
 
     /// The last of `tries` RSs, sent at `last_rs`, went unanswered.
