@@ -33,6 +33,7 @@ pub mod run;
 pub mod server;
 pub mod status;
 pub mod summary;
+mod tunnel_core;
 pub mod tunnel_worker;
 pub mod upnp;
 pub mod worker;

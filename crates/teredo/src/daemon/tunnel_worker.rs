@@ -1,12 +1,12 @@
 //! A client's or relay's packet path, the [`Role`] the worker loop drives for `teredo
 //! run`: batched UDP (recvmmsg with GRO, sendmmsg with GSO) on one side, the TUN (with its
-//! offloads, see [`super::offload`]) on the other, and the sans-IO core between them: a
-//! [`ClientEndpoint`] for a client, a relay [`Tunnel`] for a relay. A relay's worker also
-//! runs the probes of the servers steered to it ([`ServerProbe`], its health): their
-//! solicitations leave in its send batch, their answers are taken before the tunnel sees
-//! them, and each outcome is reported to the control thread. A client also has its random
-//! sockets (module `random_sockets`, RFC 6081 §5.4, §5.5), polled after the UDP socket and
-//! the TUN; the trusted fast path does not touch them.
+//! offloads, see [`super::offload`]) on the other, and the sans-IO core between them
+//! (`Core`, module `tunnel_core`): a client's endpoint or one relay worker's tunnel. A
+//! relay's worker also runs the probes of the servers steered to it ([`ServerProbe`], its
+//! health): their solicitations leave in its send batch, their answers are taken before
+//! the tunnel sees them, and each outcome is reported to the control thread. A client
+//! also has its random sockets (module `random_sockets`, RFC 6081 §5.4, §5.5), polled
+//! after the UDP socket and the TUN; the trusted fast path does not touch them.
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -17,16 +17,16 @@ use teredo_net::batch::{RecvBatch, SendBatch};
 use teredo_net::tun::Tun;
 use teredo_proto::address::TEREDO_PORT;
 use teredo_proto::client;
-use teredo_proto::endpoint::ClientEndpoint;
 use teredo_proto::offload::{self, Segments, VnetHeader};
 use teredo_proto::probe::ServerProbe;
 use teredo_proto::time::Instant;
-use teredo_proto::tunnel::{Destination, MAX_RANDOM_PEERS, Transmit, TunVerdict, Tunnel, UdpVerdict};
+use teredo_proto::tunnel::{Destination, MAX_RANDOM_PEERS, TunVerdict, UdpVerdict};
 use teredo_proto::wire::TeredoPacket;
 use tracing::warn;
 
 use super::offload::{Offload, write_frame};
 use super::random_sockets::RandomSockets;
+pub(super) use super::tunnel_core::Core;
 use super::worker::{Command, Report, Role, Snapshot};
 
 /// Datagrams per receive call.
@@ -39,71 +39,6 @@ pub(super) const SLOT_SIZE: usize = 65536;
 const TUN_BURST: usize = 64;
 // The platform and the protocol core agree on the virtio-net header.
 const _: () = assert!(teredo_net::tun::VNET_HDR_LEN == offload::VNET_HDR_LEN);
-
-/// The sans-IO core of the worker: the role carries its own state. One per worker, held
-/// inline (no indirection on the packet path), so the size of the variants does not matter.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Core {
-    /// A client: qualification and data path.
-    Client(ClientEndpoint),
-    /// One relay worker's share of the peers.
-    Relay(Tunnel),
-}
-
-impl Core {
-    #[inline]
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddrV4, data: &[u8]) -> UdpVerdict {
-        match self {
-            Self::Client(c) => c.handle_datagram(now, from, data),
-            Self::Relay(t) => t.handle_datagram(now, from, data),
-        }
-    }
-
-    #[inline]
-    fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) -> TunVerdict {
-        match self {
-            Self::Client(c) => c.handle_tun_packet(now, packet),
-            Self::Relay(t) => t.handle_tun_packet(now, packet),
-        }
-    }
-
-    #[inline]
-    fn handle_tun_headers(&mut self, now: Instant, headers: &[u8]) -> Option<TunVerdict> {
-        match self {
-            Self::Client(c) => c.handle_tun_headers(now, headers),
-            Self::Relay(t) => t.handle_tun_headers(now, headers),
-        }
-    }
-
-    fn has_output(&self) -> bool {
-        match self {
-            Self::Client(c) => c.has_output(),
-            Self::Relay(t) => t.has_output(),
-        }
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        match self {
-            Self::Client(c) => c.poll_transmit(now, buf),
-            Self::Relay(t) => t.poll_transmit(now, buf),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Self::Client(c) => c.handle_timeout(now),
-            Self::Relay(t) => t.handle_timeout(now),
-        }
-    }
-
-    fn poll_timeout(&self) -> Instant {
-        match self {
-            Self::Client(c) => c.poll_timeout(),
-            Self::Relay(t) => t.poll_timeout(),
-        }
-    }
-}
 
 /// One worker of `teredo run`.
 pub(super) struct TunnelWorker {
