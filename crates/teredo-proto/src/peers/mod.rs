@@ -110,18 +110,20 @@
 //! budget by the number of shards).
 
 mod entry;
+mod eviction;
 #[cfg(test)]
 mod eviction_tests;
 mod hash;
 mod limits;
 mod queue;
+mod queueing;
 mod slots;
 mod stats;
 mod sweep;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv6Addr, SocketAddrV4};
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use crate::time::Instant;
@@ -416,43 +418,6 @@ impl PeerTable {
         Some(i)
     }
 
-    /// Evicts one entry to make room (see the module comment): the longest idle of the
-    /// first [`EVICT_SAMPLE`] candidates within [`EVICT_SCAN`] slots from the cursor,
-    /// strangers first; candidates are strangers, and with `unanswered` also the entries
-    /// that are not trusted. Returns whether one went.
-    fn evict(&mut self, now: Instant, unanswered: bool) -> bool {
-        let n = self.slots.len();
-        let mut i = self.evict_cursor % n.max(1);
-        let mut best: Option<(usize, (bool, u32))> = None;
-        let mut found = 0;
-        for _ in 0..EVICT_SCAN.min(n) {
-            if let Some(s) = self.slots.get(i)
-                && s.probe != 0
-                && !s.has_random_port()
-                && (s.is_stranger() || unanswered && !s.is_trusted())
-            {
-                let rank = (s.is_stranger(), s.idle_ms(now));
-                if best.is_none_or(|(_, b)| rank > b) {
-                    best = Some((i, rank));
-                }
-                found += 1;
-            }
-            i = if i + 1 == n { 0 } else { i + 1 };
-            if found == EVICT_SAMPLE {
-                break;
-            }
-        }
-        self.evict_cursor = i;
-        let Some((at, (stranger, _))) = best else { return false };
-        self.remove_at(at);
-        if stranger {
-            self.stats.strangers_evicted += 1;
-        } else {
-            self.stats.evicted_unanswered += 1;
-        }
-        true
-    }
-
     /// Robin Hood insertion of an entry known to be absent; returns its slot, or `None`
     /// when some entry would end up more than `MAX_PROBE - 1` slots from its home (then
     /// nothing is changed).
@@ -471,16 +436,6 @@ impl PeerTable {
                 true
             }
             None => false,
-        }
-    }
-
-    /// Stores the new handle of a queue moved in the index of queues.
-    fn moved(&mut self, moved: Option<queue::Moved>) {
-        if let Some(m) = moved
-            && let Some(i) = self.find(&m.peer)
-            && let Some(p) = self.slots.get_mut(i)
-        {
-            p.set_queue_handle(m.handle);
         }
     }
 
@@ -507,76 +462,6 @@ impl PeerTable {
             i = j;
         }
         self.len -= 1;
-    }
-
-    /// Queues `packet` for `addr` (RFC 4380 §5.2.4, §5.2.3 case 6, §5.4.1), within the
-    /// per-peer and global budgets. When the global budget is full, the oldest packets of
-    /// longer queues make room, if there are such (see the module comment).
-    pub fn enqueue(&mut self, addr: &Ipv6Addr, queued: Queued, packet: &[u8]) -> Result<(), QueueError> {
-        let key = addr.octets();
-        let i = self.find(&key).ok_or(QueueError::NoPeer)?;
-        let handle = |t: &Self| t.slots.get(i).map_or(0, Peer::queue_handle);
-        // Each packet dropped frees at least PACKET_OVERHEAD bytes: this bounds the loop.
-        for _ in 0..packet.len() / PACKET_OVERHEAD + 3 {
-            if self.queues.room(handle(self), packet.len()) != Err(QueueError::BudgetFull) {
-                break;
-            }
-            let Some(victim) = self.queues.victim(handle(self)) else { break };
-            if let Some((peer, moved)) = self.queues.evict_oldest(victim) {
-                if let Some(v) = self.find(&peer)
-                    && let Some(p) = self.slots.get_mut(v)
-                {
-                    p.set_queue_handle(0);
-                }
-                self.moved(moved);
-            }
-        }
-        let slot = self.slots.get_mut(i).ok_or(QueueError::NoPeer)?;
-        let mut h = slot.queue_handle();
-        let r = self.queues.enqueue(&mut h, &key, queued, packet);
-        slot.set_queue_handle(h);
-        r
-    }
-
-    /// Number of packets and of bytes queued for `addr` (not counting released ones).
-    pub fn queue_len(&self, addr: &Ipv6Addr) -> (usize, usize) {
-        self.get(addr).map_or((0, 0), |p| self.queues.len_of(p.queue_handle()))
-    }
-
-    /// Detaches the queue of `addr` and appends it to the released packets, to be sent to
-    /// (or, for inbound packets, checked against) `mapping` in arrival order by
-    /// [`PeerTable::pop_released`] ("any packet queued for this IPv6 peer should be
-    /// de-queued and forwarded", RFC 4380 §5.2.3). Returns the number of packets.
-    pub fn release_queue(&mut self, addr: &Ipv6Addr, mapping: SocketAddrV4) -> usize {
-        let Some(p) = self.get_mut(addr) else { return 0 };
-        let handle = p.take_queue_handle();
-        if handle == 0 {
-            return 0;
-        }
-        let (n, moved) = self.queues.release(handle, mapping);
-        self.moved(moved);
-        n
-    }
-
-    /// Drops the queue of `addr`, calling `f` on each packet, oldest first (to answer it
-    /// with an ICMPv6 error); returns the number of packets.
-    pub fn discard_queue(&mut self, addr: &Ipv6Addr, f: impl FnMut(&[u8], Queued)) -> usize {
-        let Some(p) = self.get_mut(addr) else { return 0 };
-        let handle = p.take_queue_handle();
-        let (n, moved) = self.queues.discard(handle, f);
-        self.moved(moved);
-        n
-    }
-
-    /// Writes the next released packet into `buf`: the oldest packet of the oldest
-    /// released queue. Packets longer than `buf` are dropped (and counted).
-    pub fn pop_released(&mut self, buf: &mut [u8]) -> Option<Released> {
-        self.queues.pop_released(buf)
-    }
-
-    /// Whether released packets wait for [`PeerTable::pop_released`].
-    pub fn has_released(&self) -> bool {
-        self.queues.has_released()
     }
 
     /// Empties the table and every queue (a client's new address, RFC 4380 §5.2.5, as
