@@ -5,6 +5,24 @@ use super::*;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 
+/// Receives on `s` until `n` datagrams came or a second passed: each one's source, bytes
+/// and whether it was cut.
+fn receive(rx: &mut RecvBatch, s: &UdpSocket, n: usize) -> Vec<(SocketAddrV4, Vec<u8>, bool)> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        rx.recv(s.as_fd()).unwrap();
+        got.extend((0..rx.len()).map(|i| {
+            let (from, data, trunc) = rx.get(i);
+            (from, data.to_vec(), trunc)
+        }));
+        if got.len() >= n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    got
+}
+
 #[test]
 fn loopback_round_trip() {
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -20,20 +38,12 @@ fn loopback_round_trip() {
     assert_eq!(tx.flush(a.as_fd()).unwrap(), 5);
     assert!(tx.is_empty());
     let mut rx = RecvBatch::new(8, 64);
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        rx.recv(b.as_fd()).unwrap();
-        for i in 0..rx.len() {
-            let (from, data, trunc) = rx.get(i);
-            assert_eq!(from, a_addr);
-            assert!(!trunc);
-            got.push(data.to_vec());
-        }
-        if got.len() == 5 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let got = receive(&mut rx, &b, 5);
+    for (from, _, trunc) in &got {
+        assert_eq!(*from, a_addr);
+        assert!(!trunc);
     }
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(_, data, _)| data).collect();
     assert_eq!(got, (0..5u8).map(|i| vec![i, i, i]).collect::<Vec<_>>());
     // nothing waiting: no block, zero
     assert_eq!(rx.recv(b.as_fd()).unwrap(), 0);
@@ -147,15 +157,7 @@ fn send_with_tails(
     assert_eq!(tx.flush(a.as_fd()).unwrap(), 8);
     assert!(tx.tail_mut().is_some(), "free once flushed");
     let mut rx = RecvBatch::new(16, 4096);
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        rx.recv(b.as_fd()).unwrap();
-        got.extend((0..rx.len()).map(|i| rx.get(i).1.to_vec()));
-        if got.len() == 8 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let got: Vec<Vec<u8>> = receive(&mut rx, b, 8).into_iter().map(|(_, data, _)| data).collect();
     assert_eq!(got, want);
     got
 }
@@ -236,15 +238,7 @@ fn a_refused_gso_message_goes_one_by_one() {
     assert_eq!(tx.segmentation_refused_kinds(), 1);
     assert!(tx.segmentation(), "still on for everything else");
     let mut rx = RecvBatch::new(16, 2048);
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        rx.recv(b.as_fd()).unwrap();
-        got.extend((0..rx.len()).map(|i| (rx.get(i).1[0], rx.get(i).1.len())));
-        if got.len() == 4 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let got: Vec<_> = receive(&mut rx, &b, 4).iter().map(|(_, data, _)| (data[0], data.len())).collect();
     assert_eq!(got, [(0, 1000), (1, 1000), (2, 1000), (3, 1000)]);
     // The next batch to b goes one by one at once, without another refusal.
     for k in 0..4u8 {
