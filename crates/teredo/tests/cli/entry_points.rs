@@ -17,13 +17,19 @@ use std::process::{Command, Output};
 use super::{TEREDO, scratch, text};
 
 /// A directory with `miredo`, `miredo-server` and `miredo-checkconf` linked to our binary.
+///
+/// Tests run side by side (threads, or processes under nextest) and each calls this: a
+/// link is made under a name of this process and thread, then renamed over the shared
+/// one, so that a link another test is running never goes missing for a moment.
 fn entry_points() -> PathBuf {
     let dir = scratch().join("entry-points");
     fs::create_dir_all(&dir).unwrap();
+    let me = format!("{}-{:?}", std::process::id(), std::thread::current().id());
     for name in ["miredo", "miredo-server", "miredo-checkconf"] {
-        let link = dir.join(name);
-        let _ = fs::remove_file(&link);
-        symlink(TEREDO, &link).unwrap();
+        let fresh = dir.join(format!(".{name}.{me}"));
+        let _ = fs::remove_file(&fresh);
+        symlink(TEREDO, &fresh).unwrap();
+        fs::rename(&fresh, dir.join(name)).unwrap();
     }
     dir
 }
