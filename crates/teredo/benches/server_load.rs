@@ -22,7 +22,12 @@
 //! 2. `teredo server --workers 1`, the same;
 //! 3. `teredo server --workers 1 --tx packet` (answers as Ethernet frames on a packet
 //!    socket, past the kernel's UDP output path), the same;
-//! 4. `teredo server --workers 2` and 5. `miredo-server`, nothing pinned (on a 2-core
+//! 4. the socket floor, the same: not a server but the bench itself answering every RS
+//!    with a datagram of an RA's size through the socket path of `teredo server` (the same
+//!    socket options and recvmmsg/sendmmsg batches) and no protocol work, so the kernel's
+//!    bound on that path (`server_load/floor.rs`; its answers are not RAs, so this phase
+//!    has no probe);
+//! 5. `teredo server --workers 2` and 6. `miredo-server`, nothing pinned (on a 2-core
 //!    machine they then share both cores with the generator).
 //!
 //! Run (as root, needs `ip`, `nft`, `taskset`, `miredo-server`):
@@ -44,6 +49,8 @@
 //! session, Ctrl-C stops cargo, whose death sends the bench SIGTERM.) The namespaces and every
 //! process started are removed on exit, on error and on Ctrl-C.
 
+#[path = "server_load/floor.rs"]
+mod floor;
 #[path = "server_load/generator.rs"]
 mod generator;
 #[path = "server_load/lab.rs"]
@@ -72,7 +79,12 @@ const MILLION: u64 = 1_000_000;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Miredo,
-    Teredo { workers: usize, packet_tx: bool },
+    Teredo {
+        workers: usize,
+        packet_tx: bool,
+    },
+    /// The socket floor (`floor.rs`).
+    Floor,
 }
 
 struct Phase {
@@ -119,6 +131,15 @@ fn env_secs(name: &str, default: f64) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(floor::ARG) {
+        return match floor::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("server_load: socket floor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -183,6 +204,7 @@ fn run() -> Result<(), String> {
             kind: Kind::Teredo { workers: 1, packet_tx: true },
             pinned: true,
         },
+        Phase { label: "socket floor", kind: Kind::Floor, pinned: true },
         Phase { label: "teredo (2w)*", kind: Kind::Teredo { workers: 2, packet_tx: false }, pinned: false },
         Phase { label: "miredo*", kind: Kind::Miredo, pinned: false },
     ];
@@ -226,6 +248,11 @@ fn server_argv(s: &Settings, topo: &Topology, tmp: &TempDir, conf: &Path, phase:
             }
             argv.push("192.0.2.1".into());
         }
+        Kind::Floor => {
+            let exe = std::env::current_exe()
+                .map_or_else(|_| std::env::args().next().unwrap_or_default(), |p| p.display().to_string());
+            argv.extend([exe, floor::ARG.into()]);
+        }
     }
     argv
 }
@@ -249,6 +276,7 @@ fn run_phase(
     let name = match phase.kind {
         Kind::Miredo => "miredo-server",
         Kind::Teredo { .. } => "teredo server",
+        Kind::Floor => "socket floor",
     };
     let log = tmp.path.join(format!("{}.log", phase.label.replace([' ', '(', ')', '*', ','], "")));
     let mut server = ServerProcess::spawn(name, &argv, log)?;
@@ -256,9 +284,13 @@ fn run_phase(
     // miredo-server forks its worker even in the foreground; teredo does not fork.
     let pid = match phase.kind {
         Kind::Miredo => server.worker_pid().map_err(ctx)?,
-        Kind::Teredo { .. } => server.pid(),
+        Kind::Teredo { .. } | Kind::Floor => server.pid(),
     };
-    if let Err(e) = generator::probe(&topo.gen_ns, Duration::from_secs(10)) {
+    // The floor's answers are not RAs: it is only given time to bind.
+    let probed = phase.kind != Kind::Floor;
+    if !probed {
+        thread::sleep(Duration::from_millis(300));
+    } else if let Err(e) = generator::probe(&topo.gen_ns, Duration::from_secs(10)) {
         server.check_running().map_err(ctx)?;
         return Err(ctx(format!("{e}; log: {}", server.log_tail())));
     }
@@ -329,8 +361,10 @@ fn run_phase(
     server.check_running().map_err(ctx)?;
     // Still answering correctly after the load?
     thread::sleep(Duration::from_millis(100));
-    generator::probe(&topo.gen_ns, Duration::from_secs(5))
-        .map_err(|e| ctx(format!("after the load: {e}")))?;
+    if probed {
+        generator::probe(&topo.gen_ns, Duration::from_secs(5))
+            .map_err(|e| ctx(format!("after the load: {e}")))?;
+    }
     drop(server);
 
     let delta = |name: &str| lab::counter(&udp1, name).saturating_sub(lab::counter(&udp0, name));
@@ -391,6 +425,15 @@ fn print_table(outcomes: &[Outcome], cpus: usize) {
     if let (Some(m), Some(t)) = (rate("miredo"), rate("teredo (1w, --tx packet)")) {
         println!("ratio teredo --tx packet/miredo, one core each: {:.2}", t / m.max(1.0));
     }
+    if let (Some(m), Some(f)) = (rate("miredo"), rate("socket floor")) {
+        println!(
+            "ratio socket floor/miredo, one core each: {:.2} (the socket path with no protocol work)",
+            f / m.max(1.0)
+        );
+    }
+    if let (Some(f), Some(t)) = (rate("socket floor"), rate("teredo (1w)")) {
+        println!("ratio teredo/socket floor, one core each: {:.2}", t / f.max(1.0));
+    }
     if let (Some(m), Some(t)) = (rate("miredo*"), rate("teredo (2w)*")) {
         println!("ratio teredo (2 workers)/miredo, unpinned: {:.2}", t / m.max(1.0));
     }
@@ -398,6 +441,11 @@ fn print_table(outcomes: &[Outcome], cpus: usize) {
         println!("teredo 2 workers / 1 worker: {:.2}", two / one.max(1.0));
     }
     println!("* unpinned: on this {cpus}-CPU machine the servers share the cores with the generator.");
+    if rate("socket floor").is_some() {
+        println!(
+            "socket floor: answers of an RA's size per second, with no protocol work; they are not RAs."
+        );
+    }
     println!(
         "answered = RAs counted since the load began (warm-up included); distinct = RS sources sent, all different."
     );
