@@ -6,10 +6,10 @@
 //! socket options and batch code as `teredo server` (`teredo_net::udp::bind_udp`,
 //! `teredo_net::batch`). What it answers is not an RA, so the phase has no probe.
 //!
-//! Its rate is the kernel's bound for this path on this machine: the rate a server reaches
-//! when its own work costs nothing. `teredo server`'s rate against it says how much of that
-//! bound the server's protocol work leaves, and its rate against miredo's says how far
-//! above miredo any server on this path could be.
+//! Its rate is the kernel's bound for this path on this machine: the rate a server that
+//! does its I/O this way reaches when its own work costs nothing. `teredo server`'s rate
+//! against it says how much of that bound the server's protocol work leaves, and its rate
+//! against miredo's says how far above miredo such a server could be.
 
 use std::net::SocketAddrV4;
 use std::os::fd::AsFd;
