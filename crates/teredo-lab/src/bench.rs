@@ -1,6 +1,7 @@
 //! What the lab benchmarks share: running at a priority that other work on a shared
 //! machine cannot steal from, so that Miredo and teredo are measured under the same
-//! conditions in one run; and picking some of a bench's phases or tests by label.
+//! conditions in one run; picking some of a bench's phases or tests by label; and the
+//! median of repeated runs.
 
 use std::path::Path;
 
@@ -42,9 +43,30 @@ pub fn picks(list: &str, label: &str) -> bool {
     words.peek().is_none() || words.any(|w| label.contains(w))
 }
 
+/// The median of `values` (the mean of the middle two for an even count), or `None` if
+/// there are none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    match v.len() {
+        0 => None,
+        n if n.is_multiple_of(2) => Some((v[mid - 1] + v[mid]) / 2.0),
+        _ => Some(v[mid]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::picks;
+    use super::{median, picks};
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.3]), Some(1.3));
+        assert_eq!(median(&[1.5, 1.1, 1.3]), Some(1.3));
+        assert_eq!(median(&[1.5, 1.0, 1.25, 2.0]), Some(1.375));
+    }
 
     #[test]
     fn labels_are_picked_by_any_word_of_the_list() {

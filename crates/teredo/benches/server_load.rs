@@ -40,7 +40,10 @@
 //! `TEREDO_BENCH_WARMUP` (seconds before timing, default 2), `TEREDO_BENCH_ONLY` (run only
 //! the phases whose labels contain one of these comma-separated words, e.g. `teredo (1w)`,
 //! to profile one server with `perf record -C 0`), `TEREDO_BENCH_TEREDO` (another `teredo`
-//! binary to measure, e.g. a patched build), `TEREDO_BENCH_SHARE_CPU` (see below).
+//! binary to measure, e.g. a patched build), `TEREDO_BENCH_ROUNDS` (run the phases this
+//! many times, one round after the other, and print every ratio round by round with its
+//! median: the phases of a round follow each other closely, so a drift of the machine
+//! moves them alike; default 1), `TEREDO_BENCH_SHARE_CPU` (see below).
 //!
 //! The machine should be otherwise idle. So that other work does not steal the cores
 //! anyway, the bench leaves its parent's session and raises the priority of its own
@@ -117,6 +120,8 @@ struct Settings {
     miredo: String,
     taskset: String,
     cpus: usize,
+    /// Times the phases are run, one round after the other (`TEREDO_BENCH_ROUNDS`).
+    rounds: usize,
 }
 
 fn env_secs(name: &str, default: f64) -> Result<f64, String> {
@@ -169,6 +174,14 @@ fn run() -> Result<(), String> {
         miredo: need("miredo-server", "miredo-server")?,
         taskset: need("taskset", "util-linux")?,
         cpus: lab::online_cpus(),
+        rounds: match std::env::var("TEREDO_BENCH_ROUNDS") {
+            Ok(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| format!("TEREDO_BENCH_ROUNDS={v:?}: expected a count from 1 to 100"))?,
+            Err(_) => 1,
+        },
     };
     if settings.cpus < 2 {
         return Err("needs at least 2 CPUs (one for the server, one for the generator)".into());
@@ -210,9 +223,33 @@ fn run() -> Result<(), String> {
     ];
     // TEREDO_BENCH_ONLY=miredo,teredo (1w): only the phases whose labels contain one of
     // these words (handy when profiling one server).
+    let mut rounds = Vec::new();
+    for round in 1..=settings.rounds {
+        if settings.rounds > 1 {
+            println!("round {round} of {}", settings.rounds);
+        }
+        rounds.push(run_round(&settings, &topo, &tmp, &conf, &phases)?);
+    }
+    for outcomes in &rounds {
+        print_table(outcomes, settings.cpus);
+    }
+    if rounds.len() > 1 {
+        print_medians(&rounds);
+    }
+    Ok(())
+}
+
+/// Runs the phases that `TEREDO_BENCH_ONLY` picks, one after the other, printing each.
+fn run_round(
+    settings: &Settings,
+    topo: &Topology,
+    tmp: &TempDir,
+    conf: &Path,
+    phases: &[Phase],
+) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::new();
     for phase in phases.iter().filter(|p| teredo_lab::bench::picked("TEREDO_BENCH_ONLY", p.label)) {
-        let o = run_phase(&settings, &topo, &tmp, &conf, phase)?;
+        let o = run_phase(settings, topo, tmp, conf, phase)?;
         println!(
             "  {:<24} {:>9.0} RAs/s  (offered {:.0} RS/s, {:.0}/s dropped at the server's sockets, {:.2} CPUs)",
             o.label, o.ras_per_s, o.offered_per_s, o.overflow_per_s, o.cpu_cores
@@ -224,8 +261,7 @@ fn run() -> Result<(), String> {
         }
         outcomes.push(o);
     }
-    print_table(&outcomes, settings.cpus);
-    Ok(())
+    Ok(outcomes)
 }
 
 fn server_argv(s: &Settings, topo: &Topology, tmp: &TempDir, conf: &Path, phase: &Phase) -> Vec<String> {
@@ -418,30 +454,11 @@ fn print_table(outcomes: &[Outcome], cpus: usize) {
             o.distinct
         );
     }
-    let rate = |label: &str| outcomes.iter().find(|o| o.label == label).map(|o| o.ras_per_s);
-    if let (Some(m), Some(t)) = (rate("miredo"), rate("teredo (1w)")) {
-        println!("ratio teredo/miredo, one core each: {:.2}", t / m.max(1.0));
-    }
-    if let (Some(m), Some(t)) = (rate("miredo"), rate("teredo (1w, --tx packet)")) {
-        println!("ratio teredo --tx packet/miredo, one core each: {:.2}", t / m.max(1.0));
-    }
-    if let (Some(m), Some(f)) = (rate("miredo"), rate("socket floor")) {
-        println!(
-            "ratio socket floor/miredo, one core each: {:.2} (the socket path with no protocol work)",
-            f / m.max(1.0)
-        );
-    }
-    if let (Some(f), Some(t)) = (rate("socket floor"), rate("teredo (1w)")) {
-        println!("ratio teredo/socket floor, one core each: {:.2}", t / f.max(1.0));
-    }
-    if let (Some(m), Some(t)) = (rate("miredo*"), rate("teredo (2w)*")) {
-        println!("ratio teredo (2 workers)/miredo, unpinned: {:.2}", t / m.max(1.0));
-    }
-    if let (Some(one), Some(two)) = (rate("teredo (1w)"), rate("teredo (2w)*")) {
-        println!("teredo 2 workers / 1 worker: {:.2}", two / one.max(1.0));
+    for (name, value) in ratios(outcomes) {
+        println!("{name}: {value:.2}");
     }
     println!("* unpinned: on this {cpus}-CPU machine the servers share the cores with the generator.");
-    if rate("socket floor").is_some() {
+    if outcomes.iter().any(|o| o.label == "socket floor") {
         println!(
             "socket floor: answers of an RA's size per second, with no protocol work; they are not RAs."
         );
@@ -449,4 +466,36 @@ fn print_table(outcomes: &[Outcome], cpus: usize) {
     println!(
         "answered = RAs counted since the load began (warm-up included); distinct = RS sources sent, all different."
     );
+}
+
+/// The ratios of one round: (what, value), for the phases that ran.
+fn ratios(outcomes: &[Outcome]) -> Vec<(&'static str, f64)> {
+    let rate = |label: &str| outcomes.iter().find(|o| o.label == label).map(|o| o.ras_per_s);
+    let pairs = [
+        ("ratio teredo/miredo, one core each", "teredo (1w)", "miredo"),
+        ("ratio teredo --tx packet/miredo, one core each", "teredo (1w, --tx packet)", "miredo"),
+        (
+            "ratio socket floor/miredo, one core each (the socket path with no protocol work)",
+            "socket floor",
+            "miredo",
+        ),
+        ("ratio teredo/socket floor, one core each", "teredo (1w)", "socket floor"),
+        ("ratio teredo (2 workers)/miredo, unpinned", "teredo (2w)*", "miredo*"),
+        ("teredo 2 workers / 1 worker", "teredo (2w)*", "teredo (1w)"),
+    ];
+    pairs.into_iter().filter_map(|(name, num, den)| Some((name, rate(num)? / rate(den)?.max(1.0)))).collect()
+}
+
+/// Each ratio round by round, and its median over the rounds.
+fn print_medians(rounds: &[Vec<Outcome>]) {
+    let by_round: Vec<_> = rounds.iter().map(|r| ratios(r)).collect();
+    println!();
+    println!("over {} rounds (round by round; median):", rounds.len());
+    for (name, _) in by_round.first().into_iter().flatten() {
+        let values: Vec<f64> =
+            by_round.iter().filter_map(|r| r.iter().find(|(n, _)| n == name).map(|&(_, v)| v)).collect();
+        let list = values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ");
+        let median = teredo_lab::bench::median(&values).unwrap_or(0.0);
+        println!("{name}: {list}; median {median:.2}");
+    }
 }
