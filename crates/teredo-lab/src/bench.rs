@@ -43,6 +43,21 @@ pub fn picks(list: &str, label: &str) -> bool {
     words.peek().is_none() || words.any(|w| label.contains(w))
 }
 
+/// How many rounds a bench runs its phases: `TEREDO_BENCH_ROUNDS`, from 1 to 100, 1 when
+/// unset. Each round runs every phase again, so that a ratio can be given round by round
+/// with its median on a machine whose speed drifts.
+pub fn rounds() -> Result<usize, String> {
+    match std::env::var("TEREDO_BENCH_ROUNDS") {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| format!("TEREDO_BENCH_ROUNDS={v:?}: expected a count from 1 to 100")),
+        Err(_) => Ok(1),
+    }
+}
+
 /// The median of `values` (the mean of the middle two for an even count), or `None` if
 /// there are none.
 pub fn median(values: &[f64]) -> Option<f64> {

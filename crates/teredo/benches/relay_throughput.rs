@@ -36,8 +36,10 @@
 //! `TEREDO_BENCH_ONLY` (comma-separated phase letters, e.g. `b`), `TEREDO_BENCH_TESTS`
 //! (run only the tests whose labels contain one of these comma-separated words, e.g.
 //! `UDP 64`, to profile one of them; the others print 0), `TEREDO_BENCH_TEREDO`
-//! (another `teredo` binary), `TEREDO_BENCH_SHARE_CPU` (keep the ordinary priority; see
-//! `server_load`). The lab's namespaces and every process are removed on exit, on error
+//! (another `teredo` binary), `TEREDO_BENCH_ROUNDS` (run the phases this many times, one
+//! round after the other, and print the ratios and the relay's CPU per Gbit/s round by
+//! round with their medians; default 1), `TEREDO_BENCH_SHARE_CPU` (keep the ordinary
+//! priority; see `server_load`). The lab's namespaces and every process are removed on exit, on error
 //! and on Ctrl-C.
 
 #[path = "relay/common.rs"]
@@ -51,6 +53,8 @@ use teredo_lab::{Lab, Node};
 
 /// The measurements of one phase, in [`TESTS`] order.
 type Row = Vec<(Figure, f64)>;
+/// One round: each phase's label and measurements.
+type Rows = [(&'static str, Row)];
 
 /// Label, test, reverse (the far end sends to the client).
 const TESTS: [(&str, Test, bool); 6] = [
@@ -77,9 +81,7 @@ fn run() -> Result<(), String> {
     let secs = common::env_secs("TEREDO_BENCH_SECS", 5.0)?;
     let teredo =
         std::env::var("TEREDO_BENCH_TEREDO").unwrap_or_else(|_| env!("CARGO_BIN_EXE_teredo").to_owned());
-    let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
-    let listed = |p: &str| only.split(',').any(|w| w.trim() == p);
-    let wanted = |p: &str| (only.is_empty() && !matches!(p, "n" | "1")) || listed(p);
+    let rounds = teredo_lab::bench::rounds()?;
     common::catch_signals();
     teredo_lab::bench::raise_priority("relay_throughput");
 
@@ -93,6 +95,29 @@ fn run() -> Result<(), String> {
         path.client.public_ipv4(),
         path.client.ipv4
     );
+    let mut by_round = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
+        }
+        by_round.push(run_round(&path, &teredo, secs)?);
+    }
+    for rows in &by_round {
+        print_table(rows);
+    }
+    if rounds > 1 {
+        print_medians(&by_round);
+    }
+    drop(path);
+    drop(lab);
+    Ok(())
+}
+
+/// Every phase that `TEREDO_BENCH_ONLY` asks for, one after the other, each printed.
+fn run_round(path: &Path6, teredo: &str, secs: f64) -> Result<Vec<(&'static str, Row)>, String> {
+    let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
+    let listed = |p: &str| only.split(',').any(|w| w.trim() == p);
+    let wanted = |p: &str| (only.is_empty() && !matches!(p, "n" | "1")) || listed(p);
     let mut rows: Vec<(&str, Row)> = Vec::new();
     for (p, label, which) in [
         ("a", "(a) miredo", Impl::Miredo),
@@ -104,7 +129,7 @@ fn run() -> Result<(), String> {
             continue;
         }
         check_interrupted()?;
-        let (relay_d, client_d, addr) = path.start(which, &teredo)?;
+        let (relay_d, client_d, addr) = path.start(which, teredo)?;
         let program = match which {
             Impl::Miredo => "miredo",
             Impl::Teredo | Impl::TeredoNoOffload | Impl::TeredoOneWorker => "teredo",
@@ -128,10 +153,7 @@ fn run() -> Result<(), String> {
         drop(srv);
         rows.push((label, row));
     }
-    print_table(&rows);
-    drop(path);
-    drop(lab);
-    Ok(())
+    Ok(rows)
 }
 
 /// Runs every test of [`TESTS`] from `client` to `target`; returns the figures and the
@@ -233,11 +255,51 @@ fn print_cpu_per_gbit(rows: &[(&str, Row)]) {
     for (label, r) in rows.iter().filter(|(l, _)| !l.starts_with("(c)")) {
         print!("  {label:<16}");
         for (i, (name, ..)) in TESTS.iter().enumerate().filter(|(_, (_, t, _))| matches!(t, Test::Tcp)) {
-            let (f, cores) = &r[i];
-            let gbit = f.bps / 1e9;
-            let per = if gbit > 0.0 { format!("{:.3}", cores / gbit) } else { "n/a".to_owned() };
+            let per = cpu_per_gbit(&r[i]).map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
             print!("   {name} {per:>7}");
         }
         println!();
+    }
+}
+
+/// Cores per Gbit/s of one TCP measurement, if it carried anything.
+fn cpu_per_gbit((f, cores): &(Figure, f64)) -> Option<f64> {
+    let gbit = f.bps / 1e9;
+    (gbit > 0.0).then(|| cores / gbit)
+}
+
+/// Over several rounds: for every test, the ratios b/a and b/c round by round with their
+/// median, and teredo's CPU per Gbit/s of TCP the same way.
+fn print_medians(by_round: &[Vec<(&'static str, Row)>]) {
+    // Ratios with 2 decimals, cores per Gbit/s with 3.
+    let series = |f: &dyn Fn(&Rows) -> Option<f64>, digits: usize| -> Option<String> {
+        let values: Vec<f64> = by_round.iter().filter_map(|rows| f(rows)).collect();
+        let median = teredo_lab::bench::median(&values)?;
+        let list = values.iter().map(|v| format!("{v:.digits$}")).collect::<Vec<_>>().join(" ");
+        Some(format!("{list}; median {median:.digits$}"))
+    };
+    let get = |rows: &Rows, p: &str, i: usize| {
+        rows.iter().find(|(l, _)| l.starts_with(p)).map(|(_, r)| value(TESTS[i].1, &r[i].0))
+    };
+    println!();
+    println!("over {} rounds (round by round; median):", by_round.len());
+    for (i, (name, test, _)) in TESTS.iter().enumerate() {
+        for other in ["(a)", "(c)"] {
+            let ratio = |rows: &Rows| {
+                let (b, d) = (get(rows, "(b)", i)?, get(rows, other, i)?);
+                (b > 0.0 && d > 0.0).then(|| b / d)
+            };
+            if let Some(s) = series(&ratio, 2) {
+                println!("  {name:<22} b/{} {s}", &other[1..2]);
+            }
+        }
+        if matches!(test, Test::Tcp) {
+            let per = |rows: &Rows| {
+                rows.iter().find(|(l, _)| l.starts_with("(b)")).and_then(|(_, r)| cpu_per_gbit(&r[i]))
+            };
+            if let Some(s) = series(&per, 3) {
+                println!("  {name:<22} teredo relay CPU per Gbit/s {s}");
+            }
+        }
     }
 }

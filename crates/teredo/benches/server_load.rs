@@ -174,14 +174,7 @@ fn run() -> Result<(), String> {
         miredo: need("miredo-server", "miredo-server")?,
         taskset: need("taskset", "util-linux")?,
         cpus: lab::online_cpus(),
-        rounds: match std::env::var("TEREDO_BENCH_ROUNDS") {
-            Ok(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| format!("TEREDO_BENCH_ROUNDS={v:?}: expected a count from 1 to 100"))?,
-            Err(_) => 1,
-        },
+        rounds: teredo_lab::bench::rounds()?,
     };
     if settings.cpus < 2 {
         return Err("needs at least 2 CPUs (one for the server, one for the generator)".into());
