@@ -95,15 +95,15 @@ fn run() -> Result<(), String> {
         path.client.public_ipv4(),
         path.client.ipv4
     );
+    // Each round's table as soon as it ends, so that an error later loses none of them.
     let mut by_round = Vec::new();
     for round in 1..=rounds {
         if rounds > 1 {
             println!("round {round} of {rounds}");
         }
-        by_round.push(run_round(&path, &teredo, secs)?);
-    }
-    for rows in &by_round {
-        print_table(rows);
+        let rows = run_round(&path, &teredo, secs)?;
+        print_table(&rows);
+        by_round.push(rows);
     }
     if rounds > 1 {
         print_medians(&by_round);
@@ -272,11 +272,14 @@ fn cpu_per_gbit((f, cores): &(Figure, f64)) -> Option<f64> {
 /// median, and teredo's CPU per Gbit/s of TCP the same way.
 fn print_medians(by_round: &[Vec<(&'static str, Row)>]) {
     // Ratios with 2 decimals, cores per Gbit/s with 3.
+    // A round without the value (a test not run, or nothing carried) shows n/a in its
+    // place; a series with no value at all is not printed.
     let series = |f: &dyn Fn(&Rows) -> Option<f64>, digits: usize| -> Option<String> {
-        let values: Vec<f64> = by_round.iter().filter_map(|rows| f(rows)).collect();
-        let median = teredo_lab::bench::median(&values)?;
-        let list = values.iter().map(|v| format!("{v:.digits$}")).collect::<Vec<_>>().join(" ");
-        Some(format!("{list}; median {median:.digits$}"))
+        let values: Vec<Option<f64>> = by_round.iter().map(|rows| f(rows)).collect();
+        let known: Vec<f64> = values.iter().flatten().copied().collect();
+        let median = teredo_lab::bench::median(&known)?;
+        let list = values.iter().map(|v| v.map_or_else(|| "n/a".into(), |v| format!("{v:.digits$}")));
+        Some(format!("{}; median {median:.digits$}", list.collect::<Vec<_>>().join(" ")))
     };
     let get = |rows: &Rows, p: &str, i: usize| {
         rows.iter().find(|(l, _)| l.starts_with(p)).map(|(_, r)| value(TESTS[i].1, &r[i].0))

@@ -214,17 +214,15 @@ fn run() -> Result<(), String> {
         Phase { label: "teredo (2w)*", kind: Kind::Teredo { workers: 2, packet_tx: false }, pinned: false },
         Phase { label: "miredo*", kind: Kind::Miredo, pinned: false },
     ];
-    // TEREDO_BENCH_ONLY=miredo,teredo (1w): only the phases whose labels contain one of
-    // these words (handy when profiling one server).
+    // Each round's table as soon as it ends, so that an error later loses none of them.
     let mut rounds = Vec::new();
     for round in 1..=settings.rounds {
         if settings.rounds > 1 {
             println!("round {round} of {}", settings.rounds);
         }
-        rounds.push(run_round(&settings, &topo, &tmp, &conf, &phases)?);
-    }
-    for outcomes in &rounds {
-        print_table(outcomes, settings.cpus);
+        let outcomes = run_round(&settings, &topo, &tmp, &conf, &phases)?;
+        print_table(&outcomes, settings.cpus);
+        rounds.push(outcomes);
     }
     if rounds.len() > 1 {
         print_medians(&rounds);
@@ -241,6 +239,8 @@ fn run_round(
     phases: &[Phase],
 ) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::new();
+    // TEREDO_BENCH_ONLY=miredo,teredo (1w): only the phases whose labels contain one of
+    // these words (handy when profiling one server).
     for phase in phases.iter().filter(|p| teredo_lab::bench::picked("TEREDO_BENCH_ONLY", p.label)) {
         let o = run_phase(settings, topo, tmp, conf, phase)?;
         println!(
@@ -485,10 +485,13 @@ fn print_medians(rounds: &[Vec<Outcome>]) {
     println!();
     println!("over {} rounds (round by round; median):", rounds.len());
     for (name, _) in by_round.first().into_iter().flatten() {
-        let values: Vec<f64> =
-            by_round.iter().filter_map(|r| r.iter().find(|(n, _)| n == name).map(|&(_, v)| v)).collect();
-        let list = values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ");
-        let median = teredo_lab::bench::median(&values).unwrap_or(0.0);
-        println!("{name}: {list}; median {median:.2}");
+        // A round without the value (a phase that answered nothing) shows n/a in its place.
+        let values: Vec<Option<f64>> =
+            by_round.iter().map(|r| r.iter().find(|(n, _)| n == name).map(|&(_, v)| v)).collect();
+        let list = values.iter().map(|v| v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}")));
+        let list = list.collect::<Vec<_>>().join(" ");
+        let known: Vec<f64> = values.iter().flatten().copied().collect();
+        let median = teredo_lab::bench::median(&known).map_or_else(|| "n/a".into(), |m| format!("{m:.2}"));
+        println!("{name}: {list}; median {median}");
     }
 }

@@ -4,7 +4,9 @@
 //! datagram of [`ANSWER_LEN`] bytes to its source, from the address it was asked on, with
 //! no protocol work at all: recvmmsg(2) and sendmmsg(2) in batches of 64 through the same
 //! socket options and batch code as `teredo server` (`teredo_net::udp::bind_udp`,
-//! `teredo_net::batch`). What it answers is not an RA, so the phase has no probe.
+//! `teredo_net::batch`), blocking sends included. What it answers is not an RA, so the
+//! phase has no probe. Unlike the server it runs as root with no sandbox (no seccomp
+//! filter on its system calls, which the server pays once per batch).
 //!
 //! Its rate is the kernel's bound for this path on this machine: the rate a server that
 //! does its I/O this way reaches when its own work costs nothing. `teredo server`'s rate
@@ -28,8 +30,11 @@ pub(crate) const ARG: &str = "--socket-floor-responder";
 /// the IPv6 header (40), the router advertisement (16) with its prefix (32) and MTU (8)
 /// options.
 const ANSWER_LEN: usize = 13 + 8 + 40 + 16 + 32 + 8;
-/// Datagrams per system call, as `teredo server`.
+/// Datagrams per system call, and the receive and send buffer sizes: the values of
+/// `BATCH`, `RECV_SIZE` and `SEND_SIZE` in `crates/teredo/src/daemon/server.rs`.
 const BATCH: usize = 64;
+const RECV_SIZE: usize = 2048;
+const SEND_SIZE: usize = 1500;
 
 /// Answers on both server addresses until killed.
 pub(crate) fn serve() -> Result<(), String> {
@@ -38,12 +43,11 @@ pub(crate) fn serve() -> Result<(), String> {
         .map(|&a| {
             let s = teredo_net::udp::bind_udp(SocketAddrV4::new(a, TEREDO_PORT), true)
                 .map_err(|e| format!("bind {a}:{TEREDO_PORT}: {e}"))?;
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
             Ok(s)
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let mut rx = RecvBatch::new(BATCH, 2048);
-    let mut tx = SendBatch::new(BATCH, 1500);
+    let mut rx = RecvBatch::new(BATCH, RECV_SIZE);
+    let mut tx = SendBatch::new(BATCH, SEND_SIZE);
     let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
     loop {
         let ready = teredo_net::poll::readable(&fds, Duration::from_secs(1)).map_err(|e| e.to_string())?;
