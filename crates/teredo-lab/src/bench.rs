@@ -1,7 +1,7 @@
 //! What the lab benchmarks share: running at a priority that other work on a shared
 //! machine cannot steal from, so that Miredo and teredo are measured under the same
 //! conditions in one run; picking some of a bench's phases or tests by label; and the
-//! median of repeated runs.
+//! rounds of repeated runs, with their medians.
 
 use std::path::Path;
 
@@ -71,9 +71,28 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// A figure measured in several rounds, as the benches print it: each round's value with
+/// `digits` decimals (`n/a` for a round without one), then the median of the known ones.
+/// `None` if no round has a value.
+pub fn series(values: &[Option<f64>], digits: usize) -> Option<String> {
+    let known: Vec<f64> = values.iter().flatten().copied().collect();
+    let median = median(&known)?;
+    let list: Vec<String> =
+        values.iter().map(|v| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))).collect();
+    Some(format!("{}; median {median:.digits$}", list.join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{median, picks};
+    use super::{median, picks, series};
+
+    #[test]
+    fn series_lists_every_round_and_the_median_of_the_known() {
+        assert_eq!(series(&[Some(1.25), None, Some(1.5)], 2).as_deref(), Some("1.25 n/a 1.50; median 1.38"));
+        assert_eq!(series(&[Some(0.0931)], 3).as_deref(), Some("0.093; median 0.093"));
+        assert_eq!(series(&[None, None], 2), None);
+        assert_eq!(series(&[], 2), None);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -37,10 +37,10 @@
 //! (run only the tests whose labels contain one of these comma-separated words, e.g.
 //! `UDP 64`, to profile one of them; the others print 0), `TEREDO_BENCH_TEREDO`
 //! (another `teredo` binary), `TEREDO_BENCH_ROUNDS` (run the phases this many times, one
-//! round after the other, and print the ratios and the relay's CPU per Gbit/s round by
+//! round after the other, and print b/a, b/c and the relay's CPU per Gbit/s round by
 //! round with their medians; default 1), `TEREDO_BENCH_SHARE_CPU` (keep the ordinary
-//! priority; see `server_load`). The lab's namespaces and every process are removed on exit, on error
-//! and on Ctrl-C.
+//! priority; see `server_load`). The lab's namespaces and every process are removed on
+//! exit, on error and on Ctrl-C.
 
 #[path = "relay/common.rs"]
 #[allow(dead_code)]
@@ -54,7 +54,7 @@ use teredo_lab::{Lab, Node};
 /// The measurements of one phase, in [`TESTS`] order.
 type Row = Vec<(Figure, f64)>;
 /// One round: each phase's label and measurements.
-type Rows = [(&'static str, Row)];
+type Round = Vec<(&'static str, Row)>;
 
 /// Label, test, reverse (the far end sends to the client).
 const TESTS: [(&str, Test, bool); 6] = [
@@ -114,7 +114,7 @@ fn run() -> Result<(), String> {
 }
 
 /// Every phase that `TEREDO_BENCH_ONLY` asks for, one after the other, each printed.
-fn run_round(path: &Path6, teredo: &str, secs: f64) -> Result<Vec<(&'static str, Row)>, String> {
+fn run_round(path: &Path6, teredo: &str, secs: f64) -> Result<Round, String> {
     let only = std::env::var("TEREDO_BENCH_ONLY").unwrap_or_default();
     let listed = |p: &str| only.split(',').any(|w| w.trim() == p);
     let wanted = |p: &str| (only.is_empty() && !matches!(p, "n" | "1")) || listed(p);
@@ -270,25 +270,21 @@ fn cpu_per_gbit((f, cores): &(Figure, f64)) -> Option<f64> {
 
 /// Over several rounds: for every test, the ratios b/a and b/c round by round with their
 /// median, and teredo's CPU per Gbit/s of TCP the same way.
-fn print_medians(by_round: &[Vec<(&'static str, Row)>]) {
-    // Ratios with 2 decimals, cores per Gbit/s with 3.
-    // A round without the value (a test not run, or nothing carried) shows n/a in its
-    // place; a series with no value at all is not printed.
-    let series = |f: &dyn Fn(&Rows) -> Option<f64>, digits: usize| -> Option<String> {
-        let values: Vec<Option<f64>> = by_round.iter().map(|rows| f(rows)).collect();
-        let known: Vec<f64> = values.iter().flatten().copied().collect();
-        let median = teredo_lab::bench::median(&known)?;
-        let list = values.iter().map(|v| v.map_or_else(|| "n/a".into(), |v| format!("{v:.digits$}")));
-        Some(format!("{}; median {median:.digits$}", list.collect::<Vec<_>>().join(" ")))
+fn print_medians(by_round: &[Round]) {
+    // Ratios with 2 decimals, cores per Gbit/s with 3. A round without the value (a test
+    // not run, or nothing carried) shows n/a in its place; a series with no value at all
+    // is not printed.
+    let series = |f: &dyn Fn(&Round) -> Option<f64>, digits: usize| {
+        teredo_lab::bench::series(&by_round.iter().map(f).collect::<Vec<_>>(), digits)
     };
-    let get = |rows: &Rows, p: &str, i: usize| {
+    let get = |rows: &Round, p: &str, i: usize| {
         rows.iter().find(|(l, _)| l.starts_with(p)).map(|(_, r)| value(TESTS[i].1, &r[i].0))
     };
     println!();
     println!("over {} rounds (round by round; median):", by_round.len());
     for (i, (name, test, _)) in TESTS.iter().enumerate() {
         for other in ["(a)", "(c)"] {
-            let ratio = |rows: &Rows| {
+            let ratio = |rows: &Round| {
                 let (b, d) = (get(rows, "(b)", i)?, get(rows, other, i)?);
                 (b > 0.0 && d > 0.0).then(|| b / d)
             };
@@ -297,7 +293,7 @@ fn print_medians(by_round: &[Vec<(&'static str, Row)>]) {
             }
         }
         if matches!(test, Test::Tcp) {
-            let per = |rows: &Rows| {
+            let per = |rows: &Round| {
                 rows.iter().find(|(l, _)| l.starts_with("(b)")).and_then(|(_, r)| cpu_per_gbit(&r[i]))
             };
             if let Some(s) = series(&per, 3) {

@@ -488,10 +488,8 @@ fn print_medians(rounds: &[Vec<Outcome>]) {
         // A round without the value (a phase that answered nothing) shows n/a in its place.
         let values: Vec<Option<f64>> =
             by_round.iter().map(|r| r.iter().find(|(n, _)| n == name).map(|&(_, v)| v)).collect();
-        let list = values.iter().map(|v| v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}")));
-        let list = list.collect::<Vec<_>>().join(" ");
-        let known: Vec<f64> = values.iter().flatten().copied().collect();
-        let median = teredo_lab::bench::median(&known).map_or_else(|| "n/a".into(), |m| format!("{m:.2}"));
-        println!("{name}: {list}; median {median}");
+        if let Some(s) = teredo_lab::bench::series(&values, 2) {
+            println!("{name}: {s}");
+        }
     }
 }

@@ -17,6 +17,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use teredo::daemon::server::{BATCH, RECV_SIZE, SEND_SIZE};
 use teredo_net::batch::{RecvBatch, SendBatch};
 use teredo_proto::address::TEREDO_PORT;
 
@@ -30,11 +31,6 @@ pub(crate) const ARG: &str = "--socket-floor-responder";
 /// the IPv6 header (40), the router advertisement (16) with its prefix (32) and MTU (8)
 /// options.
 const ANSWER_LEN: usize = 13 + 8 + 40 + 16 + 32 + 8;
-/// Datagrams per system call, and the receive and send buffer sizes: the values of
-/// `BATCH`, `RECV_SIZE` and `SEND_SIZE` in `crates/teredo/src/daemon/server.rs`.
-const BATCH: usize = 64;
-const RECV_SIZE: usize = 2048;
-const SEND_SIZE: usize = 1500;
 
 /// Answers on both server addresses until killed.
 pub(crate) fn serve() -> Result<(), String> {

@@ -40,14 +40,15 @@ use super::worker::{self, Role, Snapshot, Workers};
 use super::{DaemonArgs, Flavour, StartError, reload, resolve};
 use crate::config::{self, Host, ServerOverrides};
 
-/// Datagrams per system call.
-const BATCH: usize = 64;
+/// Datagrams per system call. (Public, with the two sizes, for `server_load`'s socket
+/// floor, which must do its I/O exactly as the server does.)
+pub const BATCH: usize = 64;
 /// Receive buffer per datagram: the server handles RSs, bubbles and small ICMPv6 only;
 /// anything larger is cut by the kernel, flagged, and dropped.
-const RECV_SIZE: usize = 2048;
+pub const RECV_SIZE: usize = 2048;
 /// Room per datagram sent: an RA, or a relayed bubble or small ICMPv6 message with its
 /// trailers, is far smaller (the core refuses to relay anything larger).
-const SEND_SIZE: usize = 1500;
+pub const SEND_SIZE: usize = 1500;
 
 /// `teredo server [-c FILE] [-f] [-p PIDFILE] [-u USER] [-t CHROOT] [SERVER_ADDRESS]`.
 #[derive(Debug, Clone, Args)]
