@@ -47,6 +47,7 @@ pub mod anycast;
 pub mod bench;
 pub mod bird;
 mod cmd;
+pub mod cpu_stat;
 pub mod daemon;
 pub mod error;
 pub mod lab;

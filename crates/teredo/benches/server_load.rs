@@ -68,6 +68,7 @@ use std::time::{Duration, Instant};
 
 use generator::Flood;
 use lab::{ServerProcess, TempDir, Topology};
+use teredo_lab::cpu_stat::{cpu_split, cpu_times};
 
 /// Set by SIGINT/SIGTERM: the bench stops and its guards clean up.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -371,7 +372,7 @@ fn run_phase(
     let t0 = Instant::now();
     let (rx0, sent0, cpu0) = (rx(), flood.sent.load(Ordering::Relaxed), lab::cpu_ticks(pid).unwrap_or(0));
     let udp0 = lab::udp_counters(pid);
-    let cpus0: Vec<_> = (0..s.cpus.min(2)).map(lab::cpu_times).collect();
+    let cpus0: Vec<_> = (0..s.cpus.min(2)).map(|c| cpu_times(Some(c))).collect();
     let end = t0 + Duration::from_secs_f64(s.secs);
     while Instant::now() < end {
         if INTERRUPTED.load(Ordering::Relaxed) || server.check_running().is_err() {
@@ -382,7 +383,7 @@ fn run_phase(
     }
     let (rx1, sent1, cpu1) = (rx(), flood.sent.load(Ordering::Relaxed), lab::cpu_ticks(pid).unwrap_or(0));
     let udp1 = lab::udp_counters(pid);
-    let cpus1: Vec<_> = (0..s.cpus.min(2)).map(lab::cpu_times).collect();
+    let cpus1: Vec<_> = (0..s.cpus.min(2)).map(|c| cpu_times(Some(c))).collect();
     let elapsed = t0.elapsed().as_secs_f64();
     let rss_end = lab::rss_kib(pid);
     stop_flood(&flood, handle).map_err(ctx)?;
@@ -412,7 +413,7 @@ fn run_phase(
             .iter()
             .zip(&cpus1)
             .map(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) => lab::cpu_split(*a, *b),
+                (Some(a), Some(b)) => cpu_split(*a, *b),
                 _ => [0.0; 5],
             })
             .collect(),

@@ -389,25 +389,3 @@ pub(crate) fn online_cpus() -> usize {
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if n > 0 { n as usize } else { 1 }
 }
-
-/// The time counters of one CPU from /proc/stat (user, nice, system, idle, iowait, irq,
-/// softirq, steal), in clock ticks.
-pub(crate) fn cpu_times(cpu: usize) -> Option<[u64; 8]> {
-    let s = fs::read_to_string("/proc/stat").ok()?;
-    let name = format!("cpu{cpu}");
-    let line = s.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let mut out = [0u64; 8];
-    for (o, x) in out.iter_mut().zip(v) {
-        *o = x;
-    }
-    Some(out)
-}
-
-/// What a CPU did between two [`cpu_times`] samples, in percent: user (with nice),
-/// system, irq + softirq, idle (with iowait), steal.
-pub(crate) fn cpu_split(a: [u64; 8], b: [u64; 8]) -> [f64; 5] {
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y.saturating_sub(*x) as f64).collect();
-    let total: f64 = d.iter().sum::<f64>().max(1.0);
-    [d[0] + d[1], d[2], d[5] + d[6], d[3] + d[4], d[7]].map(|x| 100.0 * x / total)
-}
