@@ -23,8 +23,10 @@
 //! counting the datagrams *delivered* per second (sent minus lost, at the receiver). The
 //! iperf3 server runs at the far end (the v6 host, or the relay's namespace for IPv4), so
 //! the client always opens the flow, as Teredo needs behind a port-restricted NAT. Also
-//! printed: the CPU the relay's processes used, in cores, and per Gbit/s of TCP. Then the
-//! ratios b/a and b/c.
+//! printed: the CPU the relay's processes used, in cores, and per Gbit/s of TCP, and the
+//! machine's idle time over each run, in cores out of its CPUs (`machine idle 0.62 of 2`: a
+//! path that leaves CPU idle is bounded by one thread, usually iperf3's sender, not by the
+//! machine). Then the ratios b/a and b/c.
 //!
 //! Run (as root; needs Miredo, iperf3, ping):
 //!
@@ -49,6 +51,7 @@ mod common;
 use std::process::ExitCode;
 
 use common::{Figure, Impl, Path6, Test, check_interrupted, cpu_secs, iperf3, iperf3_server, pids_named};
+use teredo_lab::cpu_stat::{cpu_split, cpu_times};
 use teredo_lab::{Lab, Node};
 
 /// The measurements of one phase, in [`TESTS`] order.
@@ -165,13 +168,27 @@ fn measure(label: &str, client: &Node, target: &str, relay_pids: &[u32], secs: f
             row.push((Figure::default(), 0.0));
             continue;
         }
-        let (c0, t0) = (cpu_secs(relay_pids), std::time::Instant::now());
+        let (c0, m0, t0) = (cpu_secs(relay_pids), cpu_times(None), std::time::Instant::now());
         let f = iperf3(client, target, test, reverse, secs).map_err(|e| format!("{label} {name}: {e}"))?;
         let cores = (cpu_secs(relay_pids) - c0) / t0.elapsed().as_secs_f64();
-        println!("  {label:<11} {name:<22} {}   relay CPU {cores:.2}", show(test, &f));
+        println!(
+            "  {label:<11} {name:<22} {}   relay CPU {cores:.2}   machine idle {}",
+            show(test, &f),
+            idle_cores(m0, cpu_times(None))
+        );
         row.push((f, cores));
     }
     Ok(row)
+}
+
+/// The machine's idle time over a run, in cores out of its CPU count ("0.62 of 2"): a
+/// path that leaves a core idle is bounded by one thread (often the sender), not by CPU.
+fn idle_cores(a: Option<[u64; 8]>, b: Option<[u64; 8]>) -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2} of {cpus}", cpu_split(a, b)[3] / 100.0 * cpus as f64),
+        _ => "n/a".to_owned(),
+    }
 }
 
 fn show(test: Test, f: &Figure) -> String {
