@@ -10,6 +10,22 @@ pub fn cpu_times(cpu: Option<usize>) -> Option<[u64; 8]> {
     parse(&std::fs::read_to_string("/proc/stat").ok()?, cpu)
 }
 
+/// The online CPUs (not only those this thread may run on): the `cpuN` lines of
+/// `/proc/stat`, which the `cpu` line sums; at least 1.
+pub fn online_cpus() -> usize {
+    std::fs::read_to_string("/proc/stat").map_or(1, |s| count(&s)).max(1)
+}
+
+/// [`online_cpus`] out of the text of a `/proc/stat`.
+fn count(stat: &str) -> usize {
+    let per_cpu =
+        |l: &&str| l.strip_prefix("cpu").is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+    stat.lines().filter(per_cpu).count()
+}
+
+/// Where the idle share (idle with iowait) is in a [`cpu_split`].
+pub const IDLE: usize = 3;
+
 /// [`cpu_times`] out of the text of a `/proc/stat`.
 fn parse(stat: &str, cpu: Option<usize>) -> Option<[u64; 8]> {
     let name = cpu.map_or_else(|| "cpu".to_owned(), |n| format!("cpu{n}"));
@@ -31,7 +47,7 @@ pub fn cpu_split(a: [u64; 8], b: [u64; 8]) -> [f64; 5] {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_split, parse};
+    use super::{count, cpu_split, parse};
 
     const STAT: &str = "cpu  100 5 40 800 10 1 4 0 0 0\n\
                         cpu0 60 5 20 400 5 1 2 0 0 0\n\
@@ -44,6 +60,7 @@ mod tests {
         assert_eq!(parse(STAT, Some(1)), Some([40, 0, 20, 400, 5, 0, 2, 0]));
         assert_eq!(parse(STAT, Some(2)), None);
         assert_eq!(parse("cpu0 1 x 3\n", Some(0)), None, "a counter that is not a number");
+        assert_eq!(count(STAT), 2, "the cpuN lines, not the sum line");
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod common;
 use std::process::ExitCode;
 
 use common::{Figure, Impl, Path6, Test, check_interrupted, cpu_secs, iperf3, iperf3_server, pids_named};
-use teredo_lab::cpu_stat::{cpu_split, cpu_times};
+use teredo_lab::cpu_stat::{IDLE, cpu_split, cpu_times, online_cpus};
 use teredo_lab::{Lab, Node};
 
 /// The measurements of one phase, in [`TESTS`] order.
@@ -184,9 +184,9 @@ fn measure(label: &str, client: &Node, target: &str, relay_pids: &[u32], secs: f
 /// The machine's idle time over a run, in cores out of its CPU count ("0.62 of 2"): a
 /// path that leaves a core idle is bounded by one thread (often the sender), not by CPU.
 fn idle_cores(a: Option<[u64; 8]>, b: Option<[u64; 8]>) -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = online_cpus();
     match (a, b) {
-        (Some(a), Some(b)) => format!("{:.2} of {cpus}", cpu_split(a, b)[3] / 100.0 * cpus as f64),
+        (Some(a), Some(b)) => format!("{:.2} of {cpus}", cpu_split(a, b)[IDLE] / 100.0 * cpus as f64),
         _ => "n/a".to_owned(),
     }
 }

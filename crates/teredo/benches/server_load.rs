@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use generator::Flood;
 use lab::{ServerProcess, TempDir, Topology};
-use teredo_lab::cpu_stat::{cpu_split, cpu_times};
+use teredo_lab::cpu_stat::{cpu_split, cpu_times, online_cpus};
 
 /// Set by SIGINT/SIGTERM: the bench stops and its guards clean up.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -174,7 +174,7 @@ fn run() -> Result<(), String> {
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_teredo").to_owned()),
         miredo: need("miredo-server", "miredo-server")?,
         taskset: need("taskset", "util-linux")?,
-        cpus: lab::online_cpus(),
+        cpus: online_cpus(),
         rounds: teredo_lab::bench::rounds()?,
     };
     if settings.cpus < 2 {

@@ -77,7 +77,7 @@ fn source(i: u32) -> Option<([u8; 4], u16)> {
 pub(crate) fn pin_current_thread(cpu: Option<usize>) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain old data; CPU_ZERO/CPU_SET only write into it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let cpus = crate::lab::online_cpus().min(libc::CPU_SETSIZE as usize);
+    let cpus = teredo_lab::cpu_stat::online_cpus().min(libc::CPU_SETSIZE as usize);
     match cpu {
         Some(c) => unsafe { libc::CPU_SET(c, &mut set) },
         None => {

@@ -382,10 +382,3 @@ pub(crate) fn udp_counters(pid: u32) -> Vec<(String, u64)> {
 pub(crate) fn counter(list: &[(String, u64)], name: &str) -> u64 {
     list.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap_or(0)
 }
-
-/// Online CPUs (not only those this thread may run on).
-pub(crate) fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 { n as usize } else { 1 }
-}
