@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::cmd::{describe, in_ns, on_host};
 use crate::error::{LabError, Result};
+use crate::proc_stat;
 use crate::wait::{wait_for, wait_until};
 
 /// How long [`Daemon::stop`] waits after SIGTERM before it sends SIGKILL.
@@ -250,26 +251,14 @@ pub(crate) fn group_alive(pgid: i32) -> bool {
     };
     dir.flatten().any(|e| {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             return false;
         };
-        matches!(proc_stat(pid), Some((state, pgrp)) if pgrp == pgid && state != 'Z' && state != 'X')
+        proc_stat::read(pid).is_some_and(|s| s.pgrp == pgid && s.alive())
     })
 }
 
 /// Whether process `pid` exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
-    i32::try_from(pid).ok().and_then(proc_stat).is_some_and(|(state, _)| state != 'Z' && state != 'X')
-}
-
-/// The state letter and process group of `pid`, from /proc/PID/stat.
-fn proc_stat(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain anything.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    proc_stat::read(pid).is_some_and(|s| s.alive())
 }

@@ -56,6 +56,7 @@ pub mod nat;
 pub mod netns;
 pub mod node;
 pub mod ping_log;
+pub mod proc_stat;
 pub mod wait;
 
 use std::fmt::Display;

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use teredo_lab::lab::V6HOST_IPV6;
 use teredo_lab::miredo::{self, IFACE};
-use teredo_lab::{Client, Lab, NatKind, wait_for};
+use teredo_lab::{Client, Lab, NatKind, proc_stat, wait_for};
 
 /// One iperf3 test: label, UDP (else TCP), reverse (the host sends).
 const TESTS: [(&str, bool, bool); 4] = [
@@ -118,23 +118,11 @@ fn run() -> Result<(), String> {
 /// The CPU seconds used so far by the processes of `c`'s namespace other than iperf3 and
 /// ping: the client daemon's.
 fn daemon_cpu_secs(c: &Client) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    c.pids()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (comm, rest) = (&stat[stat.find('(')? + 1..stat.rfind(')')?], &stat[stat.rfind(')')? + 1..]);
-            if comm == "iperf3" || comm == "ping" {
-                return None;
-            }
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the command.
-            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / hz)
-        })
-        .sum()
+    let daemons: Vec<u32> = (c.pids().unwrap_or_default().into_iter())
+        .filter(|&p| proc_stat::read(p).is_some_and(|s| s.comm != "iperf3" && s.comm != "ping"))
+        .collect();
+    let (user, system) = proc_stat::cpu_secs(&daemons);
+    user + system
 }
 
 /// Runs one iperf3 test from `c` to the iperf3 server at `host`; returns the Mbit/s the

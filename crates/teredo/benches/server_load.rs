@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 use generator::Flood;
 use lab::{ServerProcess, TempDir, Topology};
 use teredo_lab::cpu_stat::{cpu_split, cpu_times, online_cpus};
+use teredo_lab::proc_stat;
 
 /// Set by SIGINT/SIGTERM: the bench stops and its guards clean up.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -325,7 +326,7 @@ fn run_phase(
         return Err(ctx(format!("{e}; log: {}", server.log_tail())));
     }
     server.check_running().map_err(ctx)?;
-    let rss_start = lab::rss_kib(pid);
+    let rss_start = proc_stat::rss_kib(pid);
 
     let link = generator::Link { ifindex: topo.gen_ifindex, src_mac: topo.gen_mac, dst_mac: topo.srv_mac };
     let flood = Arc::new(Flood::default());
@@ -358,7 +359,7 @@ fn run_phase(
     let mut rss_million = None;
     let sample = |rss_million: &mut Option<u64>| {
         if rss_million.is_none() && rx().saturating_sub(rx_begin) >= MILLION {
-            *rss_million = lab::rss_kib(pid);
+            *rss_million = proc_stat::rss_kib(pid);
         }
     };
     let warm_until = Instant::now() + Duration::from_secs_f64(s.warmup);
@@ -385,7 +386,7 @@ fn run_phase(
     let udp1 = lab::udp_counters(pid);
     let cpus1: Vec<_> = (0..s.cpus.min(2)).map(|c| cpu_times(Some(c))).collect();
     let elapsed = t0.elapsed().as_secs_f64();
-    let rss_end = lab::rss_kib(pid);
+    let rss_end = proc_stat::rss_kib(pid);
     stop_flood(&flood, handle).map_err(ctx)?;
     check_interrupted()?;
     server.check_running().map_err(ctx)?;
@@ -403,7 +404,7 @@ fn run_phase(
         ras_per_s: (rx1 - rx0) as f64 / elapsed,
         offered_per_s: (sent1 - sent0) as f64 / elapsed,
         overflow_per_s: delta("RcvbufErrors") as f64 / elapsed,
-        cpu_cores: cpu1.saturating_sub(cpu0) as f64 / lab::ticks_per_second() as f64 / elapsed,
+        cpu_cores: cpu1.saturating_sub(cpu0) as f64 / proc_stat::ticks_per_second() as f64 / elapsed,
         rss_start,
         rss_million,
         rss_end,

@@ -121,27 +121,13 @@ pub(crate) fn pids_named(node: &Node, program: &str) -> Vec<u32> {
 
 /// The summed VmRSS (KiB) of `pids`.
 pub(crate) fn rss_kib(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|p| {
-            let s = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
+    pids.iter().filter_map(|&p| teredo_lab::proc_stat::rss_kib(p)).sum()
 }
 
 /// The summed CPU time (user + system, in seconds) of `pids` and their threads.
 pub(crate) fn cpu_secs(pids: &[u32]) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    pids.iter()
-        .filter_map(|p| {
-            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            let after = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = after.split_whitespace().collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        })
-        .sum::<f64>()
-        / hz
+    let (user, system) = teredo_lab::proc_stat::cpu_secs(pids);
+    user + system
 }
 
 /// One iperf3 measurement.

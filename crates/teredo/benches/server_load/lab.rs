@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use teredo_lab::proc_stat;
+
 /// Every namespace this bench creates is named `tdb-<pid>-<role>`.
 pub(crate) const NS_PREFIX: &str = "tdb-";
 /// The veth end in the generator namespace.
@@ -271,7 +273,7 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("{} exited ({status}): {}", self.name, self.log_tail()));
             }
-            let kids = children_of(self.pid());
+            let kids = proc_stat::children_of(self.pid());
             if let Some(&k) = kids.first() {
                 return Ok(k);
             }
@@ -314,45 +316,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Pids whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return out };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            if rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// VmRSS of `pid`, in KiB.
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// CPU time (user + system, all threads) of `pid`, in clock ticks.
 pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(0) ppid(1) ... utime(11) stime(12).
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-pub(crate) fn ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    proc_stat::read(pid).map(|s| s.utime + s.stime)
 }
 
 /// Received packets of `dev` as seen by a task in its namespace (`/proc/<tid>/net/dev`).

@@ -135,9 +135,7 @@ impl Rng {
 
 /// `VmRSS` of `pid`, in KiB.
 pub(crate) fn vm_rss_kib(pid: u32) -> TestResult<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+    Ok(teredo_lab::proc_stat::rss_kib(pid).ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))?)
 }
 
 /// The `/proc/PID/task/TID/status` of every thread of `pid`.
