@@ -23,7 +23,10 @@
 //! counting the datagrams *delivered* per second (sent minus lost, at the receiver). The
 //! iperf3 server runs at the far end (the v6 host, or the relay's namespace for IPv4), so
 //! the client always opens the flow, as Teredo needs behind a port-restricted NAT. Also
-//! printed: the CPU the relay's processes used, in cores, and per Gbit/s of TCP, and the
+//! printed: the CPU the relay's processes used, in cores (and how much of it in user space:
+//! the rest is the kernel's, on the relay's behalf), and per Gbit/s of TCP; how often the
+//! relay's threads were preempted per second (another task took their CPU: on a machine
+//! with fewer cores than the path has busy threads, the stages take turns); and the
 //! machine's idle time over each run, in cores out of its CPUs (`machine idle 0.62 of 2`: a
 //! path that leaves CPU idle is bounded by one thread, usually iperf3's sender, not by the
 //! machine). Then the ratios b/a and b/c.
@@ -50,8 +53,9 @@ mod common;
 
 use std::process::ExitCode;
 
-use common::{Figure, Impl, Path6, Test, check_interrupted, cpu_secs, iperf3, iperf3_server, pids_named};
+use common::{Figure, Impl, Path6, Test, check_interrupted, iperf3, iperf3_server, pids_named};
 use teredo_lab::cpu_stat::{IDLE, cpu_split, cpu_times, online_cpus};
+use teredo_lab::proc_stat;
 use teredo_lab::{Lab, Node};
 
 /// The measurements of one phase, in [`TESTS`] order.
@@ -168,17 +172,31 @@ fn measure(label: &str, client: &Node, target: &str, relay_pids: &[u32], secs: f
             row.push((Figure::default(), 0.0));
             continue;
         }
-        let (c0, m0, t0) = (cpu_secs(relay_pids), cpu_times(None), std::time::Instant::now());
+        let (c0, p0) = (proc_stat::cpu_secs(relay_pids), preemptions(relay_pids));
+        let (m0, t0) = (cpu_times(None), std::time::Instant::now());
         let f = iperf3(client, target, test, reverse, secs).map_err(|e| format!("{label} {name}: {e}"))?;
-        let cores = (cpu_secs(relay_pids) - c0) / t0.elapsed().as_secs_f64();
+        let (c1, p1, elapsed) = (proc_stat::cpu_secs(relay_pids), preemptions(relay_pids), t0.elapsed());
+        let (user, cores) =
+            ((c1.0 - c0.0) / elapsed.as_secs_f64(), (c1.0 + c1.1 - c0.0 - c0.1) / elapsed.as_secs_f64());
+        let relay = if relay_pids.is_empty() {
+            String::new()
+        } else {
+            let preempted = p1.saturating_sub(p0) as f64 / elapsed.as_secs_f64();
+            format!("   relay CPU {cores:.2} ({user:.2} user)   relay preempted {preempted:.0}/s")
+        };
         println!(
-            "  {label:<11} {name:<22} {}   relay CPU {cores:.2}   machine idle {}",
+            "  {label:<11} {name:<22} {}{relay}   machine idle {}",
             show(test, &f),
             idle_cores(m0, cpu_times(None))
         );
         row.push((f, cores));
     }
     Ok(row)
+}
+
+/// How often the threads of `pids` were preempted so far (involuntary context switches).
+fn preemptions(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|&p| proc_stat::context_switches(p)).map(|(_, involuntary)| involuntary).sum()
 }
 
 /// The machine's idle time over a run, in cores out of its CPU count ("0.62 of 2"): a
