@@ -1,9 +1,9 @@
 //! What one process is and what CPU it has used, from `/proc/PID/stat` (proc(5)): its
 //! command, state, parent and process group, and its user and system time; from
 //! `/proc/PID/status`, its resident memory; and, from `/proc/PID/task/*/status`, how often
-//! its threads were switched out. The lab uses it to
-//! find and wait for its daemons, the benches to print the CPU a daemon used and where
-//! (user space or the kernel), so that a run shows what bounds it.
+//! its live threads were switched out. The lab uses it to wait for its daemons, the
+//! benches to find a daemon's processes and print the CPU they used and where (user space
+//! or the kernel), so that a run shows what bounds it.
 
 /// The fields of a `/proc/PID/stat` the lab and the benches use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +78,16 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// How often the threads of `pid` were switched out so far, summed over
+/// How often the live threads of `pid` were switched out so far, summed over
 /// `/proc/PID/task/*/status`: (voluntary, involuntary). A voluntary switch is a wait (for
-/// a packet, a lock); an involuntary one is a preemption, another task taking the CPU.
+/// a packet, a lock); an involuntary one is a preemption, another task taking the CPU. The
+/// switches of threads that have exited are not counted (unlike [`ProcStat::utime`]), so
+/// for a process whose threads come and go this is a lower bound.
 pub fn context_switches(pid: u32) -> Option<(u64, u64)> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    Some(dir.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok()).fold(
-        (0, 0),
-        |(v, n), s| {
-            let (dv, dn) = switches(&s);
-            (v + dv, n + dn)
-        },
-    ))
+    Some(thread_statuses(pid).ok()?.iter().fold((0, 0), |(v, n), (_, s)| {
+        let (dv, dn) = switches(s);
+        (v + dv, n + dn)
+    }))
 }
 
 /// The (voluntary, involuntary) context switches in the text of a `status` file; 0 for a
@@ -104,16 +102,36 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_number(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmRSS")
 }
 
+/// The value of line `name` in the text of a `status` file, trimmed (`CapEff:\t0000…`
+/// gives `0000…`); `None` when there is no such line.
+pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+}
+
 /// The number that starts the value of line `name` in the text of a `status` file
 /// (`VmRSS:\t  1234 kB` gives 1234).
 fn status_number(status: &str, name: &str) -> Option<u64> {
-    let value = status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?;
-    value.split_whitespace().next()?.parse().ok()
+    status_field(status, name)?.split_whitespace().next()?.parse().ok()
+}
+
+/// The `/proc/PID/task/TID/status` text of every live thread of `pid`, by thread id in
+/// ascending order. A thread that exits while they are read is left out; a process that
+/// is gone is an error.
+pub fn thread_statuses(pid: u32) -> std::io::Result<Vec<(u32, String)>> {
+    let mut out: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .flatten()
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            Some((tid, std::fs::read_to_string(e.path().join("status")).ok()?))
+        })
+        .collect();
+    out.sort_unstable_by_key(|&(tid, _)| tid);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ProcStat, parse, status_number, switches};
+    use super::{ProcStat, parse, status_field, status_number, switches};
 
     #[test]
     fn reads_the_fields_after_a_command_with_spaces_and_parentheses() {
@@ -143,11 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_text_field_trimmed() {
+        let status = "Name:\tteredo\nUid:\t0\t0\t0\t0\nCapEff:\t0000000000001000\n";
+        assert_eq!(status_field(status, "CapEff"), Some("0000000000001000"));
+        assert_eq!(status_field(status, "Uid"), Some("0\t0\t0\t0"));
+        assert_eq!(status_field(status, "Cap"), None, "a prefix of a name is not the name");
+        assert_eq!(status_field(status, "Gid"), None);
+    }
+
+    #[test]
     fn reads_this_process() {
         let me = super::read(std::process::id()).expect("our own /proc/PID/stat");
         // The process's state is its main thread's, which waits for the test threads.
         assert!(me.alive() && me.ppid == std::os::unix::process::parent_id(), "{me:?}");
         let (voluntary, involuntary) = super::context_switches(std::process::id()).expect("our tasks");
         assert!(voluntary + involuntary > 0, "a test thread has been switched out at least once");
+        let threads = super::thread_statuses(std::process::id()).expect("our tasks");
+        assert!(threads.iter().any(|&(tid, _)| tid == std::process::id()), "the main thread is among them");
+        assert!(threads.windows(2).all(|w| w[0].0 < w[1].0), "in ascending order of thread id");
+        assert!(
+            threads.iter().all(|(_, s)| status_field(s, "Tgid") == Some(&*std::process::id().to_string()))
+        );
+        assert!(super::thread_statuses(u32::MAX).is_err(), "no such process");
     }
 }

@@ -24,8 +24,9 @@
 //! iperf3 server runs at the far end (the v6 host, or the relay's namespace for IPv4), so
 //! the client always opens the flow, as Teredo needs behind a port-restricted NAT. Also
 //! printed: the CPU the relay's processes used, in cores (and how much of it in user space:
-//! the rest is the kernel's, on the relay's behalf), and per Gbit/s of TCP; how often the
-//! relay's threads were preempted per second (another task took their CPU: on a machine
+//! the rest is kernel time charged to the relay, which on veth includes softirq work done
+//! for the rest of the path in the relay's context), and per Gbit/s of TCP; how often the
+//! relay's live threads were preempted per second (another task took their CPU: on a machine
 //! with fewer cores than the path has busy threads, the stages take turns); and the
 //! machine's idle time over each run, in cores out of its CPUs (`machine idle 0.62 of 2`: a
 //! path that leaves CPU idle is bounded by one thread, usually iperf3's sender, not by the

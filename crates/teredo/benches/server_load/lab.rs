@@ -43,10 +43,6 @@ pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// A network namespace; deleted on drop, after SIGKILL to every process still inside.
 pub(crate) struct Netns {
     pub(crate) name: String,
@@ -126,7 +122,7 @@ pub(crate) fn remove_stale_namespaces() {
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
         let Some(rest) = name.strip_prefix(NS_PREFIX) else { continue };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if !process_alive(pid) {
+        if !teredo_lab::daemon::process_alive(pid) {
             eprintln!("removing namespace {name} left by dead process {pid}");
             delete_namespace(name);
         }

@@ -30,6 +30,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use teredo_lab::miredo::{self, IFACE};
+use teredo_lab::proc_stat::children_of;
 use teredo_lab::{Client, Daemon, Lab, NatKind, Server};
 
 use crate::{
@@ -376,16 +377,6 @@ fn client_reaches_teredo_client_behind_symmetric_nat_directly() {
 // 6. Privileges
 // ---------------------------------------------------------------------------------------
 
-/// The child processes of `pid`.
-fn children(pid: u32) -> TestResult<Vec<u32>> {
-    let mut out = Vec::new();
-    for (tid, _) in thread_status(pid)? {
-        let list = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
-        out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    Ok(out)
-}
-
 /// Every thread of the qualified `teredo run` client has non-zero uids and empty
 /// permitted and effective capability sets; its privileged helper (its only child) runs
 /// under a non-zero uid too, with exactly CAP_NET_ADMIN permitted and effective.
@@ -400,7 +391,7 @@ fn client_runs_unprivileged() {
         let pid = d.pid().ok_or("client not running")?;
         let threads = check_unprivileged(pid, "teredo run")?;
         ensure!(threads >= 2, "only {threads} thread(s): no worker?");
-        let helpers = children(pid)?;
+        let helpers = children_of(pid);
         ensure!(helpers.len() == 1, "teredo run has children {helpers:?}, expected only its helper");
         for (tid, status) in thread_status(helpers[0])? {
             let name = status_field(&status, "Name");
@@ -855,7 +846,7 @@ fn client_detached_keeps_its_helper() {
         let pid: u32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
         let mut guard = KillOnDrop(vec![pid]);
         check_qualified(&client, server.primary)?;
-        let helpers = children(pid)?;
+        let helpers = children_of(pid);
         let all_helpers: Vec<u32> = client
             .pids()?
             .into_iter()
@@ -929,7 +920,7 @@ fn client_detached_releases_the_callers_output() {
         let mut guard = KillOnDrop(Vec::new());
         if let Ok(pid) = std::fs::read_to_string(&pidfile).unwrap_or_default().trim().parse::<u32>() {
             guard.0.push(pid);
-            guard.0.extend(children(pid).unwrap_or_default());
+            guard.0.extend(children_of(pid));
         }
         ensure!(status.success(), "the launching process exited with {status}");
         check_qualified(&client, server.primary)?;

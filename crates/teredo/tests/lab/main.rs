@@ -91,9 +91,9 @@ pub(crate) fn check_qualified(
     Ok(client.wait_qualified(IFACE, primary, WAIT)?)
 }
 
-/// A field of a `/proc/PID/status` text.
+/// A field of a `/proc/PID/status` text; empty when it is missing.
 pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).map_or("", str::trim)
+    teredo_lab::proc_stat::status_field(status, key).unwrap_or("")
 }
 
 /// A small deterministic generator (xorshift64*), so that a failing storm or flood can be
@@ -138,15 +138,9 @@ pub(crate) fn vm_rss_kib(pid: u32) -> TestResult<u64> {
     Ok(teredo_lab::proc_stat::rss_kib(pid).ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))?)
 }
 
-/// The `/proc/PID/task/TID/status` of every thread of `pid`.
-pub(crate) fn thread_status(pid: u32) -> TestResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
-        let tid = e.file_name().to_string_lossy().into_owned();
-        out.push((tid.clone(), std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?));
-    }
-    out.sort();
-    Ok(out)
+/// The `/proc/PID/task/TID/status` of every thread of `pid`, by thread id.
+pub(crate) fn thread_status(pid: u32) -> TestResult<Vec<(u32, String)>> {
+    Ok(teredo_lab::proc_stat::thread_statuses(pid)?)
 }
 
 /// Checks that every thread of `pid` runs under non-zero uids with empty permitted and

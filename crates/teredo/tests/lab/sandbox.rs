@@ -17,6 +17,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
+use teredo_lab::proc_stat::children_of;
 use teredo_lab::{Daemon, Lab, NatKind, Node};
 
 use crate::{
@@ -26,12 +27,6 @@ use crate::{
 
 /// The most open files a daemon may be allowed (what it holds plus its headroom).
 const MAX_NOFILE: u64 = 512;
-
-/// The children of `pid` (its privileged helper).
-fn children(pid: u32) -> TestResult<Vec<u32>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
-    Ok(text.split_whitespace().filter_map(|s| s.parse().ok()).collect())
-}
 
 /// A limit of `/proc/PID/limits`: (soft, hard), `u64::MAX` for unlimited.
 fn limit(limits: &str, name: &str) -> TestResult<(u64, u64)> {
@@ -138,8 +133,8 @@ fn every_role_runs_sandboxed() {
         client.wait_ping6(host.ipv6, WAIT)?;
 
         let (cpid, rpid, spid) = (pid_of(&client_d)?, pid_of(&relay_d)?, pid_of(&server_d)?);
-        let client_helpers = children(cpid)?;
-        let relay_helpers = children(rpid)?;
+        let client_helpers = children_of(cpid);
+        let relay_helpers = children_of(rpid);
         ensure!(client_helpers.len() == 1, "client's children: {client_helpers:?}");
         ensure!(relay_helpers.len() == 1, "relay's children: {relay_helpers:?}");
         let mut total = 0;

@@ -34,7 +34,7 @@ use teredo_proto::wire::{Authentication, OriginIndication, TeredoPacket, encap};
 
 use crate::{
     MIREDO_NEEDS, Rng, TestResult, WAIT, check_qualified, ensure, server_pcap, start_teredo_server,
-    status_field, tshark, vm_rss_kib,
+    status_field, thread_status, tshark, vm_rss_kib,
 };
 
 /// The /64 our server advertises: 2001:0:<primary 192.0.2.1>::/64.
@@ -412,8 +412,7 @@ fn server_packet_tx_qualifies_miredo_behind_port_restricted() {
         let _client_d = miredo::start_client(&client, &server, IFACE)?;
         check_qualified(&client, server.primary)?;
         let pid = server_d.pid().ok_or("server not running")?;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
-            let status = std::fs::read_to_string(task.path().join("status"))?;
+        for (_, status) in thread_status(pid)? {
             let (name, eff, prm) = (
                 status_field(&status, "Name"),
                 status_field(&status, "CapEff"),
@@ -845,23 +844,18 @@ fn server_runs_unprivileged() {
 
         let d = start_teredo_server(&server, &[])?;
         let pid = d.pid().ok_or("server not running")?;
-        let mut tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        tasks.sort();
+        let tasks = thread_status(pid)?;
         ensure!(tasks.len() >= 2, "only {} thread(s): no worker?", tasks.len());
-        for tid in &tasks {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?;
-            let name = status_field(&status, "Name");
-            let (uid, gid) = (status_field(&status, "Uid"), status_field(&status, "Gid"));
-            let groups = status_field(&status, "Groups");
-            let (prm, eff) = (status_field(&status, "CapPrm"), status_field(&status, "CapEff"));
-            let (inh, amb) = (status_field(&status, "CapInh"), status_field(&status, "CapAmb"));
+        for (tid, status) in &tasks {
+            let name = status_field(status, "Name");
+            let (uid, gid) = (status_field(status, "Uid"), status_field(status, "Gid"));
+            let groups = status_field(status, "Groups");
+            let (prm, eff) = (status_field(status, "CapPrm"), status_field(status, "CapEff"));
+            let (inh, amb) = (status_field(status, "CapInh"), status_field(status, "CapAmb"));
             println!(
                 "thread {tid} ({name}): Uid {uid} Gid {gid} Groups [{groups}] CapPrm {prm} CapEff {eff} \
                  CapInh {inh} CapAmb {amb} NoNewPrivs {}",
-                status_field(&status, "NoNewPrivs")
+                status_field(status, "NoNewPrivs")
             );
             ensure!(
                 uid.split_whitespace().count() == 4 && uid.split_whitespace().all(|u| u != "0"),
